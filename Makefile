@@ -1,0 +1,107 @@
+# agentd build. Plain GNU make: `make` builds build/agentd (optimised), `make test` installs what
+# is missing, builds everything again under ASan+UBSan and runs every test, `make run` starts the
+# server on the embedded defaults. See README.md.
+
+CC       ?= cc
+PKGS     := libuv libcurl jansson sqlite3
+DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wno-unused-parameter -Wpointer-arith -Wformat=2
+BASEFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARN) $(DEP_CFLAGS)
+
+# Release build (default) and sanitizer build (tests).
+REL_DIR  := build
+SAN_DIR  := build/asan
+REL_CFLAGS := $(BASEFLAGS) -O2 -g
+SAN_CFLAGS := $(BASEFLAGS) -O1 -g -fno-omit-frame-pointer \
+              -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_LDFLAGS := -fsanitize=address,undefined
+
+LIB_SRCS  := $(filter-out src/app/main.c,$(wildcard src/*/*.c))
+MAIN_SRC  := src/app/main.c
+TEST_SRCS := $(wildcard tests/unit/test_*.c)
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+
+REL_OBJS := $(LIB_SRCS:%.c=$(REL_DIR)/obj/%.o)
+SAN_OBJS := $(LIB_SRCS:%.c=$(SAN_DIR)/obj/%.o)
+SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=$(SAN_DIR)/tests/%)
+
+.PHONY: all run test deps unit e2e fuzz fuzz-build asan clean format format-check bench
+
+all: $(REL_DIR)/agentd
+
+$(REL_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(SAN_DIR)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
+
+$(REL_DIR)/libagentd.a: $(REL_OBJS)
+	@rm -f $@; ar rcs $@ $^
+
+$(SAN_DIR)/libagentd.a: $(SAN_OBJS)
+	@rm -f $@; ar rcs $@ $^
+
+$(REL_DIR)/agentd: $(REL_DIR)/obj/src/app/main.o $(REL_DIR)/libagentd.a
+	$(CC) -o $@ $^ $(DEP_LIBS)
+
+$(SAN_DIR)/agentd: $(SAN_DIR)/obj/src/app/main.o $(SAN_DIR)/libagentd.a
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+
+$(SAN_DIR)/tests/%: tests/unit/%.c $(SAN_DIR)/libagentd.a
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_CFLAGS) -Itests/unit -o $@ $< $(SAN_DIR)/libagentd.a $(SAN_LDFLAGS) $(DEP_LIBS) -lcmocka
+
+asan: $(SAN_DIR)/agentd $(SAN_TESTS)
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps all
+	@mkdir -p var
+	$(REL_DIR)/agentd serve
+
+# The whole suite: unit tests (cmocka, sanitizers), fuzz smoke runs, end-to-end tests with the
+# official openai client against a running sanitizer build and a fake upstream.
+test: deps
+	$(MAKE) asan
+	$(MAKE) unit
+	$(MAKE) fuzz
+	$(MAKE) e2e
+
+unit: $(SAN_TESTS)
+	@scripts/run-unit.sh $(SAN_TESTS)
+
+e2e: $(SAN_DIR)/agentd
+	@scripts/run-e2e.sh $(SAN_DIR)/agentd
+
+# libFuzzer targets need clang; each runs briefly as a smoke test over its seed corpus.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -g -O1 $(DEP_CFLAGS) \
+               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(DEP_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@scripts/run-fuzz.sh $(FUZZ_BINS)
+
+bench: deps all
+	@echo "benchmarks arrive with issue 8 (bench/)"
+
+format:
+	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)
+
+format-check:
+	clang-format --dry-run -Werror $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)
+
+clean:
+	rm -rf build
+
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(REL_DIR)/obj/src/app/main.d $(SAN_DIR)/obj/src/app/main.d

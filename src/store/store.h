@@ -1,0 +1,152 @@
+/* The storage interface: typed records in, typed records out, no SQL above this layer.
+ *
+ * A backend is a table of functions (struct ag_store_vtbl); ag_store_open() picks one from the
+ * database URL: a file path or sqlite://path selects SQLite, postgres:// PostgreSQL (later).
+ * Every operation is asynchronous: it copies what it needs from its arguments before returning
+ * (so the caller may free them at once), runs on the backend's worker, and calls its callback on
+ * the loop thread. Callback contract: if the call returns an error the callback is never called;
+ * otherwise it is called exactly once, never from inside the call itself.
+ *
+ * The step journal: ag_store_commit_step() writes one step atomically (session snapshot, the new
+ * messages, tool executions, token usage) in one transaction; when its callback reports success
+ * the step is durable and the agent may begin the next one. */
+#ifndef AG_STORE_STORE_H
+#define AG_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+typedef struct uv_loop_s uv_loop_t;
+typedef struct ag_store ag_store;
+
+/* A session row. Strings are owned by whoever owns the record; NULL means SQL NULL. */
+typedef struct ag_session_rec {
+  char *id;             /* "<template>_<uuid>" */
+  char *template_name;
+  int template_version;
+  char *state;          /* "inited", "running", "waiting_for_clarification", "completed", ... */
+  char *task;           /* the first user message */
+  char *stream_format;  /* "openai" or "sgr" as chosen when the session began */
+  char *parent_id;      /* delegating session, or NULL */
+  int iteration;
+  int searches_used;
+  int clarifications_used;
+  int64_t prompt_tokens;
+  int64_t completion_tokens;
+  int64_t total_tokens;
+  char *current_step_reasoning; /* JSON text of the latest reasoning, or NULL */
+  char *result;         /* the final answer (execution_result), or NULL */
+  char *error;          /* why it failed / errored, or NULL */
+  int64_t created_at;   /* Unix ms */
+  int64_t updated_at;   /* Unix ms */
+} ag_session_rec;
+
+/* One OpenAI-format message of a session; seq orders them (0, 1, 2, ... per session). */
+typedef struct ag_message_rec {
+  int64_t seq;
+  char *role;           /* "system", "user", "assistant", "tool" */
+  char *content;        /* may be NULL (assistant with tool calls) */
+  char *tool_calls;     /* JSON array text in OpenAI format, or NULL */
+  char *tool_call_id;   /* for role "tool" */
+  char *name;           /* tool name for role "tool", or NULL */
+  int64_t created_at;
+} ag_message_rec;
+
+typedef struct ag_tool_exec_rec {
+  int iteration;
+  char *tool_call_id;
+  char *tool_name;
+  char *arguments;      /* JSON text */
+  char *result;         /* text given back to the model */
+  char *status;         /* "ok", "error", "interrupted" */
+  char *reason;         /* why the call was allowed (policy), or NULL */
+  int64_t duration_ms;
+  int64_t created_at;
+} ag_tool_exec_rec;
+
+typedef struct ag_usage_rec {
+  char *model;
+  int64_t prompt_tokens;
+  int64_t completion_tokens;
+  int64_t total_tokens;
+  int64_t created_at;
+} ag_usage_rec;
+
+/* One step, committed atomically. `session` is upserted (inserted the first time, then updated
+ * in full); messages are appended and must continue the session's seq without gaps. */
+typedef struct ag_step_commit {
+  const ag_session_rec *session;
+  const ag_message_rec *messages;
+  size_t n_messages;
+  const ag_tool_exec_rec *execs;
+  size_t n_execs;
+  const ag_usage_rec *usage;
+  size_t n_usage;
+} ag_step_commit;
+
+typedef void (*ag_store_done_fn)(int err, void *ud);
+/* `s` and `msgs` are owned by the callee (free with ag_session_rec_free / ag_message_recs_free);
+ * both NULL on error. err is AG_ENOTFOUND for an unknown id. */
+typedef void (*ag_store_session_fn)(int err, ag_session_rec *s, ag_message_rec *msgs, size_t n_msgs, void *ud);
+/* `recs` owned by the callee (ag_session_recs_free). Newest first. */
+typedef void (*ag_store_list_fn)(int err, ag_session_rec *recs, size_t n, void *ud);
+
+struct ag_store_vtbl {
+  const char *name; /* "sqlite", "postgres" */
+  int (*commit_step)(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb, void *ud);
+  int (*load_session)(ag_store *st, const char *id, bool with_messages, ag_store_session_fn cb, void *ud);
+  int (*list_sessions)(ag_store *st, size_t limit, size_t offset, ag_store_list_fn cb, void *ud);
+  /* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets
+   * the number changed through err >= 0. */
+  int (*transition_all)(ag_store *st, const char *from, const char *to, const char *error, ag_store_done_fn cb,
+                        void *ud);
+  /* Finishes queued work, stops the worker, frees the store; done(ud) from the loop (may be NULL). */
+  void (*close)(ag_store *st, void (*done)(void *ud), void *ud);
+};
+
+struct ag_store {
+  const struct ag_store_vtbl *vt;
+};
+
+typedef struct ag_store_options {
+  const char *url;          /* path, sqlite://path or postgres://... */
+  bool synchronous_full;    /* SQLite: synchronous=FULL instead of NORMAL */
+  int busy_timeout_ms;      /* SQLite busy timeout; default 5000 */
+} ag_store_options;
+
+/* Opens the database (creating the file and its directory if needed) and applies migrations,
+ * synchronously: this runs once at start-up, before the loop serves requests. */
+AG_MUST_CHECK int ag_store_open(uv_loop_t *loop, const ag_store_options *opts, ag_store **out, char *err,
+                                size_t errlen);
+
+static inline AG_MUST_CHECK int ag_store_commit_step(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb,
+                                                     void *ud) {
+  return st->vt->commit_step(st, c, cb, ud);
+}
+static inline AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *id, bool with_messages,
+                                                      ag_store_session_fn cb, void *ud) {
+  return st->vt->load_session(st, id, with_messages, cb, ud);
+}
+static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, size_t limit, size_t offset,
+                                                       ag_store_list_fn cb, void *ud) {
+  return st->vt->list_sessions(st, limit, offset, cb, ud);
+}
+static inline AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to,
+                                                        const char *error, ag_store_done_fn cb, void *ud) {
+  return st->vt->transition_all(st, from, to, error, cb, ud);
+}
+static inline void ag_store_close(ag_store *st, void (*done)(void *ud), void *ud) { st->vt->close(st, done, ud); }
+
+/* NULL-safe frees and deep copies of records. */
+void ag_session_rec_deinit(ag_session_rec *s);
+void ag_session_rec_free(ag_session_rec *s);
+void ag_session_recs_free(ag_session_rec *recs, size_t n);
+void ag_message_rec_deinit(ag_message_rec *m);
+void ag_message_recs_free(ag_message_rec *msgs, size_t n);
+AG_MUST_CHECK int ag_session_rec_copy(ag_session_rec *dst, const ag_session_rec *src);
+AG_MUST_CHECK int ag_message_rec_copy(ag_message_rec *dst, const ag_message_rec *src);
+
+#endif
