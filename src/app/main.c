@@ -1,7 +1,105 @@
-/* agentd entry point (placeholder until the server wiring lands). */
+/* agentd: one binary serving LLM agents to any OpenAI-compatible client.
+ * Subcommands: serve (default), migrate, version, help. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-int main(void) {
-  puts("agentd");
+#include "app/config.h"
+#include "app/server.h"
+#include "base/log.h"
+
+#define AGENTD_VERSION "0.1.0"
+
+static void usage(FILE *out) {
+  fprintf(out, "agentd %s: a self-hosted agent platform with an OpenAI-compatible API\n\n"
+               "Usage: agentd [COMMAND] [OPTIONS]\n\n"
+               "Commands:\n"
+               "  serve      run the server (the default)\n"
+               "  migrate    apply database migrations and exit\n"
+               "  version    print the version\n"
+               "  help       this text; `agentd serve --help` lists every setting\n",
+          AGENTD_VERSION);
+}
+
+static void serve_usage(FILE *out) {
+  fprintf(out, "Usage: agentd serve|migrate [--config FILE] [--listen HOST:PORT] [--db PATH] [--templates DIR]\n"
+               "                    [--log-level LEVEL]\n\n"
+               "Options override environment variables, which override the config file (JSON, also\n"
+               "AGENTD_CONFIG), which overrides the built-in defaults.\n\n%s",
+          ag_config_help());
+}
+
+static int set_opt(char **dst, const char *v) {
+  char *p = strdup(v);
+  if (!p) return -1;
+  free(*dst);
+  *dst = p;
   return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *cmd = "serve";
+  int i = 1;
+  if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];
+  if (strcmp(cmd, "help") == 0 || (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(cmd, "version") == 0 || (argc > 1 && strcmp(argv[1], "--version") == 0)) {
+    printf("agentd %s\n", AGENTD_VERSION);
+    return 0;
+  }
+  if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+    fprintf(stderr, "agentd: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+  }
+
+  const char *config_path = getenv("AGENTD_CONFIG");
+  for (int k = i; k < argc; k++)
+    if (strcmp(argv[k], "--config") == 0 && k + 1 < argc) config_path = argv[k + 1];
+
+  ag_config cfg;
+  ag_config_defaults(&cfg);
+  char err[512] = "";
+  if (ag_config_load(&cfg, config_path, err, sizeof err) < 0) {
+    fprintf(stderr, "agentd: %s\n", err);
+    ag_config_deinit(&cfg);
+    return 2;
+  }
+  for (; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int rc = 0;
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      serve_usage(stdout);
+      ag_config_deinit(&cfg);
+      return 0;
+    }
+    if (!v) {
+      rc = -1;
+    } else if (strcmp(a, "--config") == 0) {
+      /* handled above */
+    } else if (strcmp(a, "--listen") == 0) {
+      rc = ag_config_set_listen(&cfg, v);
+    } else if (strcmp(a, "--db") == 0) {
+      rc = set_opt(&cfg.db, v);
+    } else if (strcmp(a, "--templates") == 0) {
+      rc = set_opt(&cfg.templates_dir, v);
+    } else if (strcmp(a, "--log-level") == 0) {
+      rc = (cfg.log_level = ag_log_parse_level(v)) < 0 ? -1 : 0;
+    } else {
+      rc = -1;
+    }
+    if (rc < 0) {
+      fprintf(stderr, "agentd: bad option '%s'%s%s\n\n", a, v ? " " : "", v ? v : "");
+      serve_usage(stderr);
+      ag_config_deinit(&cfg);
+      return 2;
+    }
+    i++;
+  }
+  ag_log_set_level(cfg.log_level);
+  int code = strcmp(cmd, "migrate") == 0 ? ag_server_migrate(&cfg) : ag_server_run(&cfg);
+  ag_config_deinit(&cfg);
+  return code;
 }

@@ -1,0 +1,1036 @@
+/* The agent loop: sessions as event-driven state machines (see session.h).
+ *
+ * One step = one LLM call. Its answer is committed (assistant message, usage, counters), then the
+ * chosen tool runs (built-in tools are synchronous) and the result is committed; the next step
+ * starts from the commit callback. Every path that ends a run goes through finish(), which
+ * commits the final state and then delivers on_end exactly once. A session is freed when its run
+ * has ended and no provider or store callback is outstanding (s->pending == 0). */
+#include "agent/session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "base/buf.h"
+#include "base/json_scan.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "base/util.h"
+#include "llm/sgr.h"
+#include "store/store.h"
+#include "tools/tools.h"
+
+#define MAX_ANSWER_BYTES (4u << 20)
+#define MAX_PROGRESS_RESULT 400 /* tool results are cut to this in progress lines */
+
+static const char *const state_names[] = {"inited",    "running", "waiting_for_clarification", "completed",
+                                          "failed",    "cancelled", "error"};
+
+const char *ag_session_state_name(int state) {
+  return state >= 0 && state < (int)AG_ARRAY_LEN(state_names) ? state_names[state] : "error";
+}
+
+int ag_session_state_parse(const char *s) {
+  for (int i = 0; s && i < (int)AG_ARRAY_LEN(state_names); i++)
+    if (strcmp(s, state_names[i]) == 0) return i;
+  return -1;
+}
+
+bool ag_session_state_terminal(int state) {
+  return state == AG_SESSION_COMPLETED || state == AG_SESSION_FAILED || state == AG_SESSION_CANCELLED ||
+         state == AG_SESSION_ERROR;
+}
+
+struct ag_runtime {
+  ag_runtime_config cfg;
+  ag_map live; /* id -> ag_session*, sessions with a run in progress */
+};
+
+enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
+enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
+enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_ENDING, PH_ENDED };
+
+struct ag_session {
+  ag_runtime *rt;
+  char *id;
+  const ag_template *tpl;
+  int format;
+  int state;
+  int iteration;
+  int searches_used;
+  int clarifications_used;
+  int llm_calls; /* in this run; capped by tpl->max_steps */
+  ag_usage total; /* whole session */
+  ag_usage run;   /* this run */
+  char *task;
+  char *result;
+  char *error;
+  char *reasoning; /* current_step_reasoning JSON */
+  char *parent_id;
+  int64_t created_at;
+
+  ag_msg *msgs;
+  size_t n_msgs, cap_msgs, n_committed;
+
+  /* What the next commit carries besides messages. */
+  bool has_exec;
+  ag_tool_exec_rec exec;
+  bool has_usage;
+  ag_usage_rec usage_rec;
+
+  ag_run_events ev;
+  bool started;  /* on_start delivered */
+  bool detached; /* owner gone */
+  int cancel;    /* enum cancel_kind */
+  int phase;
+  int step;      /* enum step_kind of the call in flight / just done */
+  int pending;   /* outstanding provider/store callbacks */
+  ag_llm_call *call;
+  void (*after_commit)(ag_session *s);
+  int end_err;
+  char *end_msg;
+  char *resume_text; /* clarification to apply after loading */
+
+  /* Streaming of the answer out of the call in flight. */
+  ag_json_scan scan;
+  bool scan_on;
+  bool saw_tool_delta;
+  bool answer_path_ok; /* sgr: the discriminator names the final-answer tool */
+  char disc[64];
+  size_t disc_len;
+  ag_buf streamed; /* answer text already given to on_answer in this run */
+};
+
+/* ---------- small helpers ---------- */
+
+static void set_str(char **dst, const char *src) {
+  free(*dst);
+  *dst = src ? strdup(src) : NULL;
+}
+
+static int push_msg(ag_session *s, ag_msg *m) {
+  if (s->n_msgs == s->cap_msgs) {
+    size_t ncap = s->cap_msgs ? s->cap_msgs * 2 : 16;
+    ag_msg *p = realloc(s->msgs, ncap * sizeof *p);
+    if (!p) return AG_ENOMEM;
+    s->msgs = p;
+    s->cap_msgs = ncap;
+  }
+  s->msgs[s->n_msgs++] = *m; /* takes the strings */
+  memset(m, 0, sizeof *m);
+  return 0;
+}
+
+static void exec_rec_deinit(ag_tool_exec_rec *e) {
+  free(e->tool_call_id);
+  free(e->tool_name);
+  free(e->arguments);
+  free(e->result);
+  free(e->status);
+  free(e->reason);
+  memset(e, 0, sizeof *e);
+}
+
+static void session_free(ag_session *s) {
+  for (size_t i = 0; i < s->n_msgs; i++) ag_msg_deinit(&s->msgs[i]);
+  free(s->msgs);
+  free(s->id);
+  free(s->task);
+  free(s->result);
+  free(s->error);
+  free(s->reasoning);
+  free(s->parent_id);
+  free(s->end_msg);
+  free(s->resume_text);
+  exec_rec_deinit(&s->exec);
+  free(s->usage_rec.model);
+  ag_buf_deinit(&s->streamed);
+  free(s);
+}
+
+static void maybe_free(ag_session *s) {
+  if (s->phase == PH_ENDED && s->pending == 0) session_free(s);
+}
+
+static void emit_progress(ag_session *s, const char *fmt, ...) AG_PRINTF(2, 3);
+static void emit_progress(ag_session *s, const char *fmt, ...) {
+  if (s->detached || !s->ev.on_progress) return;
+  ag_buf b;
+  ag_buf_init(&b, 64 * 1024);
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = ag_buf_vappendf(&b, fmt, ap);
+  va_end(ap);
+  if (rc == 0) rc = ag_buf_append_char(&b, '\n');
+  if (rc == 0) s->ev.on_progress(b.ptr, b.len, s->ev.ud);
+  ag_buf_deinit(&b);
+}
+
+static void emit_answer(ag_session *s, const char *text, size_t len) {
+  if (!len) return;
+  if (ag_buf_append(&s->streamed, text, len) < 0) return; /* past the cap: the rest comes at the end */
+  if (!s->detached && s->ev.on_answer) s->ev.on_answer(text, len, s->ev.ud);
+}
+
+/* Sends what the client has not yet received of the final answer. */
+static void complete_answer(ag_session *s, const char *answer) {
+  size_t n = strlen(answer);
+  if (s->streamed.len <= n && memcmp(answer, ag_buf_cstr(&s->streamed), s->streamed.len) == 0) {
+    emit_answer(s, answer + s->streamed.len, n - s->streamed.len);
+  } else {
+    ag_log_warn(s->id, "streamed answer differs from the final answer; client saw a different text");
+  }
+}
+
+static void emit_step(ag_session *s, int type, const char *tool, const char *args, const char *result) {
+  if (s->detached || !s->ev.on_step) return;
+  ag_step_event ev = {type, s->iteration, tool, args, result};
+  s->ev.on_step(&ev, s->ev.ud);
+}
+
+/* ---------- persistence ---------- */
+
+static void fill_rec(const ag_session *s, ag_session_rec *r) {
+  memset(r, 0, sizeof *r);
+  r->id = s->id;
+  r->template_name = s->tpl->name;
+  r->template_version = s->tpl->version;
+  r->state = (char *)ag_session_state_name(s->state);
+  r->task = s->task;
+  r->stream_format = (char *)ag_stream_format_name(s->format);
+  r->parent_id = s->parent_id;
+  r->iteration = s->iteration;
+  r->searches_used = s->searches_used;
+  r->clarifications_used = s->clarifications_used;
+  r->prompt_tokens = s->total.prompt_tokens;
+  r->completion_tokens = s->total.completion_tokens;
+  r->total_tokens = s->total.total_tokens;
+  r->current_step_reasoning = s->reasoning;
+  r->result = s->result;
+  r->error = s->error;
+  r->created_at = s->created_at;
+  r->updated_at = ag_unix_ms();
+}
+
+static void on_committed(int err, void *ud);
+
+/* Commits everything not yet durable, then calls next(s). */
+static int commit(ag_session *s, void (*next)(ag_session *s)) {
+  ag_session_rec rec;
+  fill_rec(s, &rec);
+  size_t n = s->n_msgs - s->n_committed;
+  ag_message_rec *mr = n ? calloc(n, sizeof *mr) : NULL;
+  if (n && !mr) return AG_ENOMEM;
+  int64_t now = ag_unix_ms();
+  int rc = 0;
+  for (size_t i = 0; i < n; i++) {
+    const ag_msg *m = &s->msgs[s->n_committed + i];
+    mr[i].seq = (int64_t)(s->n_committed + i);
+    mr[i].role = (char *)ag_role_name(m->role);
+    mr[i].content = m->content;
+    mr[i].tool_call_id = m->tool_call_id;
+    mr[i].name = m->name;
+    mr[i].created_at = now;
+    if (m->n_tool_calls) {
+      mr[i].tool_calls = ag_tool_calls_to_json(m->tool_calls, m->n_tool_calls);
+      if (!mr[i].tool_calls) rc = AG_ENOMEM;
+    }
+  }
+  if (rc == 0) {
+    ag_step_commit c = {&rec, mr, n, s->has_exec ? &s->exec : NULL, s->has_exec ? 1 : 0,
+                        s->has_usage ? &s->usage_rec : NULL, s->has_usage ? 1 : 0};
+    rc = ag_store_commit_step(s->rt->cfg.store, &c, on_committed, s);
+  }
+  for (size_t i = 0; i < n; i++) free(mr[i].tool_calls);
+  free(mr);
+  if (rc < 0) return rc;
+  s->pending++;
+  s->phase = PH_COMMIT;
+  s->after_commit = next;
+  /* The store copied everything: what was pending is now in its hands. */
+  s->n_committed = s->n_msgs;
+  exec_rec_deinit(&s->exec);
+  s->has_exec = false;
+  free(s->usage_rec.model);
+  memset(&s->usage_rec, 0, sizeof s->usage_rec);
+  s->has_usage = false;
+  return 0;
+}
+
+static void deliver_end(ag_session *s);
+static void finish(ag_session *s, int state, int err, const char *msg);
+static void begin_step(ag_session *s);
+
+static void on_committed(int err, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  void (*next)(ag_session *) = s->after_commit;
+  s->after_commit = NULL;
+  if (s->phase == PH_ENDING) { /* the final commit */
+    if (err < 0) ag_log_error(s->id, "final commit failed: %s", ag_strerror(err));
+    deliver_end(s);
+    return;
+  }
+  if (err < 0) {
+    ag_log_error(s->id, "step commit failed: %s", ag_strerror(err));
+    /* Storage is the source of truth: without it the run cannot go on safely. */
+    s->state = AG_SESSION_ERROR;
+    s->end_err = AG_EDB;
+    set_str(&s->end_msg, "storage error: the step could not be saved");
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  next(s);
+}
+
+/* Ends the run: commits the final state (unless shutting down) and delivers on_end. */
+static void finish(ag_session *s, int state, int err, const char *msg) {
+  if (s->phase == PH_ENDING || s->phase == PH_ENDED) return;
+  s->end_err = err;
+  set_str(&s->end_msg, msg);
+  if (s->cancel == CANCEL_SHUTDOWN) {
+    /* Leave the session at its last committed step; a restart picks it up. */
+    s->end_err = AG_ESHUTDOWN;
+    set_str(&s->end_msg, "the server is shutting down");
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  s->state = state;
+  if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED)
+    set_str(&s->error, msg);
+  if (commit(s, NULL) < 0) {
+    ag_log_error(s->id, "could not queue the final commit");
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  s->phase = PH_ENDING;
+}
+
+static void deliver_end(ag_session *s) {
+  ag_runtime *rt = s->rt;
+  if (s->id && ag_map_get(&rt->live, s->id) == s) (void)ag_map_del(&rt->live, s->id);
+  s->phase = PH_ENDED;
+  if (!s->detached && s->ev.on_end) {
+    const char *text = NULL;
+    if (s->state == AG_SESSION_COMPLETED || s->state == AG_SESSION_FAILED) text = s->result;
+    if (s->state == AG_SESSION_WAITING && s->n_msgs) text = s->msgs[s->n_msgs - 1].content;
+    ag_run_end end = {s->end_err, s->started, s->state, s->started ? s->id : NULL, text, s->end_msg, s->run};
+    if (s->end_err && !s->end_msg) end.error_message = ag_strerror(s->end_err);
+    s->ev.on_end(&end, s->ev.ud);
+  }
+  maybe_free(s);
+}
+
+/* ---------- the toolkit for a step ---------- */
+
+typedef struct toolkit {
+  const ag_tool *tools[64];
+  size_t n;
+} toolkit;
+
+static void toolkit_add(toolkit *tk, const ag_tool *t) {
+  for (size_t i = 0; i < tk->n; i++)
+    if (tk->tools[i] == t) return;
+  if (tk->n < AG_ARRAY_LEN(tk->tools)) tk->tools[tk->n++] = t;
+}
+
+/* Tools offered to the model now, after the limits: past max_iterations only the final answer;
+ * clarification and search tools drop out when their budgets are spent. */
+static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk) {
+  const ag_template *t = s->tpl;
+  bool final_only = s->iteration >= t->max_iterations;
+  tk->n = 0;
+  for (size_t i = 0; i < t->n_tools; i++) {
+    const ag_tool *tool = ag_tools_find(t->tools[i]);
+    if (!tool) continue;
+    if (tool->role == AG_TOOL_REASONING && !with_reasoning) continue;
+    if (final_only && tool->role != AG_TOOL_FINAL_ANSWER && tool->role != AG_TOOL_REASONING) continue;
+    if (tool->role == AG_TOOL_CLARIFICATION && s->clarifications_used >= t->max_clarifications) continue;
+    if (tool->is_search && s->searches_used >= t->max_searches) continue;
+    toolkit_add(tk, tool);
+  }
+  toolkit_add(tk, ag_tools_find("final_answer_tool")); /* a run must always be able to end */
+}
+
+static bool toolkit_has(const toolkit *tk, const ag_tool *t) {
+  for (size_t i = 0; i < tk->n; i++)
+    if (tk->tools[i] == t) return true;
+  return false;
+}
+
+/* ---------- streaming the answer out of a call in flight ---------- */
+
+static void on_scan(const char *const *path, size_t depth, const char *frag, size_t len, bool done, void *ud) {
+  ag_session *s = ud;
+  (void)done;
+  if (s->step == STEP_SGR) {
+    if (depth == 2 && path[0] && strcmp(path[0], "function") == 0 && path[1]) {
+      if (strcmp(path[1], AG_SGR_DISCRIMINATOR) == 0) {
+        size_t k = len < sizeof s->disc - 1 - s->disc_len ? len : sizeof s->disc - 1 - s->disc_len;
+        memcpy(s->disc + s->disc_len, frag, k);
+        s->disc_len += k;
+        s->disc[s->disc_len] = '\0';
+        if (done) {
+          const ag_tool *t = ag_tools_find(s->disc);
+          s->answer_path_ok = t && t->role == AG_TOOL_FINAL_ANSWER;
+        }
+      } else if (strcmp(path[1], "answer") == 0 && s->answer_path_ok) {
+        emit_answer(s, frag, len);
+      }
+    }
+  } else if (depth == 1 && path[0] && strcmp(path[0], "answer") == 0) {
+    emit_answer(s, frag, len);
+  }
+}
+
+static void on_llm_content(const char *delta, size_t len, void *ud) {
+  ag_session *s = ud;
+  if (s->cancel) return;
+  if (s->step == STEP_SGR) {
+    if (s->scan_on) (void)ag_json_scan_feed(&s->scan, delta, len);
+  } else if (!s->saw_tool_delta) {
+    /* A plain text answer (no tool call) is the final answer. */
+    emit_answer(s, delta, len);
+  }
+}
+
+static void on_llm_tool_delta(size_t index, const char *id, const char *name, const char *args, size_t args_len,
+                              void *ud) {
+  ag_session *s = ud;
+  (void)id;
+  s->saw_tool_delta = true;
+  if (s->cancel || index != 0) return;
+  if (name) {
+    const ag_tool *t = ag_tools_find(name);
+    s->scan_on = t && t->role == AG_TOOL_FINAL_ANSWER;
+    if (s->scan_on) ag_json_scan_init(&s->scan, on_scan, s);
+  }
+  if (s->scan_on && args_len) (void)ag_json_scan_feed(&s->scan, args, args_len);
+}
+
+/* ---------- steps ---------- */
+
+static void after_tool(ag_session *s);
+static void run_action(ag_session *s, const char *call_id, const char *name, const char *args);
+
+static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud);
+
+static void begin_step(ag_session *s) {
+  const ag_template *t = s->tpl;
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  if (s->llm_calls >= t->max_steps) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "step limit reached (max_steps=%d) without a final answer", t->max_steps);
+    emit_progress(s, "Stopped: %s.", msg);
+    finish(s, AG_SESSION_FAILED, AG_ELIMIT, msg);
+    return;
+  }
+  /* An iteration is one reasoning + action pair: sgr_tool_calling's action call continues the
+   * iteration its reasoning call began. */
+  if (!(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_REASONING)) s->iteration++;
+  if (t->kind == AG_KIND_SGR)
+    s->step = STEP_SGR;
+  else if (t->kind == AG_KIND_SGR_TOOL_CALLING)
+    s->step = s->step == STEP_REASONING ? STEP_ACTION : STEP_REASONING;
+  else
+    s->step = STEP_ACTION;
+
+  toolkit tk;
+  build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk);
+  ag_tool_def defs[64];
+  size_t nd = 0;
+  ag_chat_request req = {0};
+  req.model = t->model ? t->model : s->rt->cfg.default_model;
+  req.messages = s->msgs;
+  req.n_messages = s->n_msgs;
+  req.temperature = t->temperature;
+  req.max_tokens = t->max_tokens;
+  req.stream = s->rt->cfg.stream_upstream;
+  req.session_id = s->id;
+  ag_buf schema;
+  ag_buf_init(&schema, 1 << 20);
+  if (s->step == STEP_SGR) {
+    for (size_t i = 0; i < tk.n; i++)
+      if (tk.tools[i]->role != AG_TOOL_REASONING)
+        defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters};
+    const ag_tool *rt = ag_tools_find("reasoning_tool");
+    if (ag_sgr_build_schema(rt->parameters, defs, nd, &schema) < 0) {
+      ag_buf_deinit(&schema);
+      finish(s, AG_SESSION_ERROR, AG_EINVAL, "could not build the structured-output schema");
+      return;
+    }
+    req.response_schema = ag_buf_cstr(&schema);
+    req.response_schema_name = "next_step";
+  } else if (s->step == STEP_REASONING) {
+    const ag_tool *rt = ag_tools_find("reasoning_tool");
+    defs[nd++] = (ag_tool_def){rt->name, rt->description, rt->parameters};
+    req.tools = defs;
+    req.n_tools = nd;
+    req.tool_choice = AG_TOOL_CHOICE_NAMED;
+    req.tool_choice_name = rt->name;
+  } else {
+    for (size_t i = 0; i < tk.n; i++)
+      defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters};
+    req.tools = defs;
+    req.n_tools = nd;
+    req.tool_choice = AG_TOOL_CHOICE_REQUIRED;
+  }
+
+  s->scan_on = s->step == STEP_SGR;
+  s->saw_tool_delta = false;
+  s->answer_path_ok = false;
+  s->disc_len = 0;
+  s->disc[0] = '\0';
+  if (s->scan_on) ag_json_scan_init(&s->scan, on_scan, s);
+
+  ag_chat_callbacks cbs = {on_llm_content, on_llm_tool_delta, on_llm_done, s};
+  int rc = ag_llm_start(s->rt->cfg.provider, &req, &cbs, &s->call);
+  ag_buf_deinit(&schema);
+  if (rc < 0) {
+    finish(s, AG_SESSION_ERROR, rc, "could not start the upstream request");
+    return;
+  }
+  s->llm_calls++;
+  s->pending++;
+  s->phase = PH_LLM;
+  ag_log_debug(s->id, "step %d (%s) started, iteration %d", s->llm_calls,
+               s->step == STEP_SGR ? "sgr" : s->step == STEP_REASONING ? "reasoning" : "action", s->iteration);
+}
+
+static void record_usage(ag_session *s, const ag_chat_result *res) {
+  s->run.prompt_tokens += res->usage.prompt_tokens;
+  s->run.completion_tokens += res->usage.completion_tokens;
+  s->run.total_tokens += res->usage.total_tokens;
+  s->total.prompt_tokens += res->usage.prompt_tokens;
+  s->total.completion_tokens += res->usage.completion_tokens;
+  s->total.total_tokens += res->usage.total_tokens;
+  s->has_usage = true;
+  s->usage_rec.model = ag_strdup(res->model ? res->model : (s->tpl->model ? s->tpl->model : s->rt->cfg.default_model));
+  s->usage_rec.prompt_tokens = res->usage.prompt_tokens;
+  s->usage_rec.completion_tokens = res->usage.completion_tokens;
+  s->usage_rec.total_tokens = res->usage.total_tokens;
+  s->usage_rec.created_at = ag_unix_ms();
+}
+
+static int push_assistant_call(ag_session *s, const char *call_id, const char *name, const char *args) {
+  ag_msg m = {0};
+  m.role = AG_ROLE_ASSISTANT;
+  m.tool_calls = calloc(1, sizeof *m.tool_calls);
+  if (!m.tool_calls) return AG_ENOMEM;
+  m.n_tool_calls = 1;
+  m.tool_calls[0].id = strdup(call_id);
+  m.tool_calls[0].name = strdup(name);
+  m.tool_calls[0].arguments = strdup(args && *args ? args : "{}");
+  if (!m.tool_calls[0].id || !m.tool_calls[0].name || !m.tool_calls[0].arguments || push_msg(s, &m) < 0) {
+    ag_msg_deinit(&m);
+    return AG_ENOMEM;
+  }
+  return 0;
+}
+
+static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  s->call = NULL;
+  if (s->phase == PH_ENDED) { /* shut down while the call was being cancelled */
+    ag_chat_result_free(res);
+    maybe_free(s);
+    return;
+  }
+  if (err < 0 || s->cancel) {
+    ag_chat_result_free(res);
+    if (s->cancel) {
+      finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+      return;
+    }
+    const char *msg = lerr && lerr->message[0] ? lerr->message : ag_strerror(err);
+    ag_log_warn(s->id, "upstream call failed: %s", msg);
+    emit_progress(s, "Upstream error: %s", msg);
+    finish(s, AG_SESSION_ERROR, err, msg);
+    return;
+  }
+  record_usage(s, res);
+  char call_id[48];
+  snprintf(call_id, sizeof call_id, "%d-action", s->iteration);
+  const ag_msg *m = &res->message;
+
+  if (s->step == STEP_SGR) {
+    char *reasoning = NULL, *name = NULL, *args = NULL;
+    if (!m->content || ag_sgr_parse(m->content, strlen(m->content), &reasoning, &name, &args) < 0) {
+      ag_chat_result_free(res);
+      finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model's structured output did not match the schema");
+      return;
+    }
+    free(s->reasoning);
+    s->reasoning = reasoning;
+    char *summary = ag_tools_reasoning_summary(reasoning);
+    emit_step(s, AG_STEP_REASONING, "reasoning_tool", reasoning, NULL);
+    emit_progress(s, "Reasoning: %s", summary ? summary : "");
+    free(summary);
+    int rc = push_assistant_call(s, call_id, name, args);
+    ag_chat_result_free(res);
+    if (rc == 0) run_action(s, call_id, name, args);
+    free(name);
+    free(args);
+    if (rc < 0) finish(s, AG_SESSION_ERROR, rc, "out of memory");
+    return;
+  }
+
+  if (m->n_tool_calls > 0) {
+    const ag_tool_call *tc = &m->tool_calls[0];
+    const char *id = tc->id && *tc->id ? tc->id : call_id;
+    if (s->step == STEP_REASONING) snprintf(call_id, sizeof call_id, "%d-reasoning", s->iteration);
+    if (!(tc->id && *tc->id)) id = call_id;
+    char *name = ag_strdup(tc->name ? tc->name : "");
+    char *args = ag_strdup(tc->arguments ? tc->arguments : "{}");
+    char *cid = ag_strdup(id);
+    int rc = name && args && cid ? push_assistant_call(s, cid, name, args) : AG_ENOMEM;
+    ag_chat_result_free(res);
+    if (rc == 0) run_action(s, cid, name, args);
+    free(name);
+    free(args);
+    free(cid);
+    if (rc < 0) finish(s, AG_SESSION_ERROR, rc, "out of memory");
+    return;
+  }
+
+  if (m->content && *m->content) {
+    /* A text answer without a tool call ends the run, as sgr-agent-core's FinalAnswer. */
+    ag_msg a = {0};
+    a.role = AG_ROLE_ASSISTANT;
+    a.content = strdup(m->content);
+    ag_chat_result_free(res);
+    if (!a.content || push_msg(s, &a) < 0) {
+      ag_msg_deinit(&a);
+      finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+      return;
+    }
+    set_str(&s->result, s->msgs[s->n_msgs - 1].content);
+    complete_answer(s, s->result);
+    finish(s, AG_SESSION_COMPLETED, 0, NULL);
+    return;
+  }
+  ag_chat_result_free(res);
+  finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model returned neither text nor a tool call");
+}
+
+/* Runs the chosen tool: system tools change the session, plain tools produce a result. The
+ * assistant message is already in s->msgs; the tool message and execution record are added here
+ * and committed together with it (one journal entry per step). */
+static void run_action(ag_session *s, const char *call_id, const char *name, const char *args) {
+  const ag_tool *tool = ag_tools_find(name);
+  toolkit tk;
+  build_toolkit(s, true, &tk);
+  ag_buf out;
+  ag_buf_init(&out, 1 << 20);
+  const char *status = "ok";
+  int next_state = AG_SESSION_RUNNING;
+  uint64_t t0 = ag_now_ms();
+  int rc = 0;
+
+  if (!tool) {
+    rc = ag_buf_appendf(&out, "error: unknown tool \"%s\"", name);
+    status = "error";
+  } else if (!toolkit_has(&tk, tool)) {
+    rc = ag_buf_appendf(&out, "error: tool \"%s\" is not available now", tool->name);
+    status = "error";
+  }
+  if (tool && strcmp(status, "ok") == 0) {
+    if (tool->role != AG_TOOL_REASONING) {
+      emit_step(s, AG_STEP_ACTION, tool->name, args, NULL);
+      emit_progress(s, "Calling %s(%s)", tool->name, args);
+    }
+    switch (tool->role) {
+    case AG_TOOL_REASONING: {
+      set_str(&s->reasoning, args);
+      char *summary = ag_tools_reasoning_summary(args);
+      emit_step(s, AG_STEP_REASONING, tool->name, args, NULL);
+      emit_progress(s, "Reasoning: %s", summary ? summary : "");
+      free(summary);
+      rc = ag_buf_append_str(&out, args);
+      break;
+    }
+    case AG_TOOL_FINAL_ANSWER: {
+      ag_final_answer fa;
+      if (ag_tools_parse_final_answer(args, &fa) < 0) {
+        rc = ag_buf_append_str(&out, "error: final answer arguments must be an object with a string \"answer\"");
+        status = "error";
+        break;
+      }
+      set_str(&s->result, fa.answer);
+      complete_answer(s, fa.answer);
+      next_state = fa.failed ? AG_SESSION_FAILED : AG_SESSION_COMPLETED;
+      rc = ag_buf_append_str(&out, fa.answer);
+      ag_final_answer_deinit(&fa);
+      break;
+    }
+    case AG_TOOL_CLARIFICATION: {
+      char *q = NULL;
+      if (ag_tools_parse_clarification(args, &q) < 0) {
+        rc = ag_buf_append_str(&out, "error: clarification arguments must be an object with \"questions\"");
+        status = "error";
+        break;
+      }
+      s->clarifications_used++;
+      next_state = AG_SESSION_WAITING;
+      rc = ag_buf_append_str(&out, q);
+      free(q);
+      break;
+    }
+    default:
+      if (tool->is_search) s->searches_used++;
+      if (tool->execute(args, strlen(args), &out) < 0) status = "error";
+      break;
+    }
+  }
+  if (rc < 0) status = "error";
+
+  ag_msg tm = {0};
+  tm.role = AG_ROLE_TOOL;
+  tm.content = strdup(ag_buf_cstr(&out));
+  tm.tool_call_id = strdup(call_id);
+  tm.name = strdup(tool ? tool->name : name);
+  s->exec.iteration = s->iteration;
+  s->exec.tool_call_id = strdup(call_id);
+  s->exec.tool_name = strdup(tool ? tool->name : name);
+  s->exec.arguments = strdup(args);
+  s->exec.result = strdup(ag_buf_cstr(&out));
+  s->exec.status = strdup(status);
+  s->exec.reason = strdup(tool ? "listed in the template's tools" : "unknown tool");
+  s->exec.duration_ms = (int64_t)(ag_now_ms() - t0);
+  s->exec.created_at = ag_unix_ms();
+  s->has_exec = true;
+  if (!tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
+    ag_msg_deinit(&tm);
+    ag_buf_deinit(&out);
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
+  if (tool && tool->role != AG_TOOL_REASONING && tool->role != AG_TOOL_FINAL_ANSWER &&
+      tool->role != AG_TOOL_CLARIFICATION) {
+    emit_step(s, AG_STEP_TOOL_RESULT, tool->name, args, ag_buf_cstr(&out));
+    emit_progress(s, "Result: %.*s%s", (int)(out.len > MAX_PROGRESS_RESULT ? MAX_PROGRESS_RESULT : out.len),
+                  ag_buf_cstr(&out), out.len > MAX_PROGRESS_RESULT ? "..." : "");
+  } else if (strcmp(status, "ok") != 0) {
+    emit_progress(s, "Tool error: %s", ag_buf_cstr(&out));
+  }
+  ag_buf_deinit(&out);
+
+  if (next_state == AG_SESSION_WAITING) {
+    emit_progress(s, "Waiting for clarification.");
+    finish(s, AG_SESSION_WAITING, 0, NULL);
+    return;
+  }
+  if (next_state == AG_SESSION_COMPLETED || next_state == AG_SESSION_FAILED) {
+    finish(s, next_state, 0, NULL);
+    return;
+  }
+  if (commit(s, after_tool) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+}
+
+static void after_tool(ag_session *s) { begin_step(s); }
+
+/* ---------- runtime ---------- */
+
+int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out) {
+  ag_runtime *rt = calloc(1, sizeof *rt);
+  if (!rt) return AG_ENOMEM;
+  rt->cfg = *cfg;
+  ag_map_init(&rt->live);
+  *out = rt;
+  return 0;
+}
+
+size_t ag_runtime_active(const ag_runtime *rt) { return rt->live.len; }
+
+bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
+  return ag_map_get(&rt->live, session_id) != NULL;
+}
+
+static void cancel_session(ag_session *s, int kind) {
+  if (s->cancel == CANCEL_NONE || kind == CANCEL_SHUTDOWN) s->cancel = kind;
+  if (s->phase == PH_LLM && s->call) ag_llm_cancel(s->rt->cfg.provider, s->call);
+  /* PH_COMMIT and PH_LOADING see the flag in their callbacks. */
+}
+
+void ag_runtime_shutdown(ag_runtime *rt) {
+  size_t pos = 0;
+  ag_session *s;
+  while ((s = ag_map_next(&rt->live, &pos, NULL))) cancel_session(s, CANCEL_SHUTDOWN);
+}
+
+void ag_runtime_free(ag_runtime *rt) {
+  if (!rt) return;
+  ag_map_deinit(&rt->live);
+  free(rt);
+}
+
+static ag_session *session_new(ag_runtime *rt, const ag_run_events *ev) {
+  ag_session *s = calloc(1, sizeof *s);
+  if (!s) return NULL;
+  s->rt = rt;
+  s->ev = *ev;
+  ag_buf_init(&s->streamed, MAX_ANSWER_BYTES);
+  return s;
+}
+
+static void started_then_step(ag_session *s) {
+  s->started = true;
+  if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
+  begin_step(s);
+}
+
+int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input, size_t n_input, int stream_format,
+                     const ag_run_events *ev, ag_session **out) {
+  ag_session *s = session_new(rt, ev);
+  if (!s) return AG_ENOMEM;
+  char uuid[37];
+  ag_uuid4(uuid);
+  size_t idlen = strlen(tpl->name) + 1 + 36 + 1;
+  s->id = malloc(idlen);
+  if (!s->id) goto oom;
+  snprintf(s->id, idlen, "%s_%s", tpl->name, uuid);
+  s->tpl = tpl;
+  s->format = stream_format >= 0 ? stream_format : tpl->stream_format;
+  s->state = AG_SESSION_RUNNING;
+  s->created_at = ag_unix_ms();
+  s->step = STEP_ACTION;
+
+  /* System prompt first, then the client's system messages merged into it, then the rest. */
+  ag_buf sys;
+  ag_buf_init(&sys, 1 << 20);
+  int rc = ag_buf_append_str(&sys, tpl->system_prompt ? tpl->system_prompt : "");
+  for (size_t i = 0; rc == 0 && i < n_input; i++)
+    if (input[i].role == AG_ROLE_SYSTEM && input[i].content) rc = ag_buf_appendf(&sys, "\n\n%s", input[i].content);
+  ag_msg m = {0};
+  m.role = AG_ROLE_SYSTEM;
+  m.content = rc == 0 ? ag_buf_take(&sys) : NULL;
+  ag_buf_deinit(&sys);
+  if (!m.content || push_msg(s, &m) < 0) {
+    ag_msg_deinit(&m);
+    goto oom;
+  }
+  for (size_t i = 0; i < n_input; i++) {
+    if (input[i].role == AG_ROLE_SYSTEM) continue;
+    if (ag_msg_copy(&m, &input[i]) < 0 || push_msg(s, &m) < 0) {
+      ag_msg_deinit(&m);
+      goto oom;
+    }
+    if (input[i].role == AG_ROLE_USER) set_str(&s->task, input[i].content);
+  }
+  if (ag_map_put(&rt->live, s->id, s) < 0) goto oom;
+  rc = commit(s, started_then_step);
+  if (rc < 0) {
+    (void)ag_map_del(&rt->live, s->id);
+    session_free(s);
+    return rc;
+  }
+  ag_log_info(s->id, "session started (template %s, kind %s)", tpl->name, ag_agent_kind_name(tpl->kind));
+  *out = s;
+  return 0;
+oom:
+  session_free(s);
+  return AG_ENOMEM;
+}
+
+/* ---------- resume ---------- */
+
+static void resume_apply(ag_session *s) {
+  ag_msg m = {0};
+  m.role = AG_ROLE_USER;
+  m.content = s->resume_text;
+  s->resume_text = NULL;
+  if (push_msg(s, &m) < 0) {
+    ag_msg_deinit(&m);
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
+  s->state = AG_SESSION_RUNNING;
+  s->step = STEP_ACTION; /* the next step starts a new iteration for every kind */
+  if (commit(s, started_then_step) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
+}
+
+static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t n, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  int end_err = 0;
+  const char *why = NULL;
+  if (err < 0) {
+    end_err = err == AG_ENOTFOUND ? AG_ENOTFOUND : AG_EDB;
+    why = err == AG_ENOTFOUND ? "no such session" : "storage error while loading the session";
+  } else if (s->cancel) {
+    end_err = AG_ECANCELED;
+    why = "cancelled";
+  } else if (!(s->tpl = ag_template_set_find(s->rt->cfg.templates, rec->template_name))) {
+    end_err = AG_ENOTFOUND;
+    why = "the session's template no longer exists";
+  } else if (ag_session_state_parse(rec->state) != AG_SESSION_WAITING) {
+    end_err = AG_ESTATE;
+    why = "the session is not waiting for clarification";
+    s->state = ag_session_state_parse(rec->state);
+  }
+  if (!end_err) {
+    s->format = s->format >= 0 ? s->format : ag_stream_format_parse(rec->stream_format);
+    if (s->format < 0) s->format = AG_FORMAT_OPENAI;
+    s->state = AG_SESSION_WAITING;
+    s->iteration = rec->iteration;
+    s->searches_used = rec->searches_used;
+    s->clarifications_used = rec->clarifications_used;
+    s->total = (ag_usage){rec->prompt_tokens, rec->completion_tokens, rec->total_tokens};
+    s->task = rec->task;
+    rec->task = NULL;
+    s->reasoning = rec->current_step_reasoning;
+    rec->current_step_reasoning = NULL;
+    s->parent_id = rec->parent_id;
+    rec->parent_id = NULL;
+    s->created_at = rec->created_at;
+    for (size_t i = 0; !end_err && i < n; i++) {
+      ag_msg m = {0};
+      m.role = ag_role_parse(msgs[i].role);
+      m.content = msgs[i].content;
+      msgs[i].content = NULL;
+      m.tool_call_id = msgs[i].tool_call_id;
+      msgs[i].tool_call_id = NULL;
+      m.name = msgs[i].name;
+      msgs[i].name = NULL;
+      if (msgs[i].tool_calls && ag_tool_calls_from_json(msgs[i].tool_calls, &m.tool_calls, &m.n_tool_calls) < 0)
+        end_err = AG_EDB;
+      if (m.role < 0 || (int64_t)i != msgs[i].seq) end_err = AG_EDB;
+      if (end_err || push_msg(s, &m) < 0) {
+        ag_msg_deinit(&m);
+        end_err = end_err ? end_err : AG_ENOMEM;
+      }
+    }
+    if (end_err) why = "the stored conversation is damaged";
+    s->n_committed = s->n_msgs;
+  }
+  ag_session_rec_free(rec);
+  ag_message_recs_free(msgs, n);
+  if (end_err) {
+    s->end_err = end_err;
+    set_str(&s->end_msg, why);
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  ag_log_info(s->id, "session resumed with a clarification");
+  resume_apply(s);
+}
+
+int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification, int stream_format,
+                      const ag_run_events *ev, ag_session **out) {
+  if (ag_map_get(&rt->live, session_id)) return AG_ESTATE;
+  ag_session *s = session_new(rt, ev);
+  if (!s) return AG_ENOMEM;
+  s->id = strdup(session_id);
+  s->resume_text = strdup(clarification ? clarification : "");
+  s->format = stream_format;
+  s->phase = PH_LOADING;
+  if (!s->id || !s->resume_text || ag_map_put(&rt->live, s->id, s) < 0) {
+    session_free(s);
+    return AG_ENOMEM;
+  }
+  int rc = ag_store_load_session(rt->cfg.store, session_id, true, on_loaded, s);
+  if (rc < 0) {
+    (void)ag_map_del(&rt->live, s->id);
+    session_free(s);
+    return rc;
+  }
+  s->pending++;
+  *out = s;
+  return 0;
+}
+
+void ag_session_detach(ag_session *s) {
+  if (s->phase == PH_ENDED) return;
+  s->detached = true;
+  ag_log_info(s->id, "client went away; cancelling the session");
+  cancel_session(s, CANCEL_CLIENT);
+}
+
+/* ---------- cancel by id ---------- */
+
+typedef struct cancel_op {
+  ag_runtime *rt;
+  char *id;
+  ag_cancel_fn cb;
+  void *ud;
+  ag_session_rec *rec;
+} cancel_op;
+
+static void cancel_op_free(cancel_op *op) {
+  ag_session_rec_free(op->rec);
+  free(op->id);
+  free(op);
+}
+
+static void on_cancel_committed(int err, void *ud) {
+  cancel_op *op = ud;
+  op->cb(err < 0 ? AG_EDB : 0, AG_SESSION_CANCELLED, op->ud);
+  cancel_op_free(op);
+}
+
+static void on_cancel_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t n, void *ud) {
+  cancel_op *op = ud;
+  ag_message_recs_free(msgs, n);
+  op->rec = rec;
+  if (err < 0) {
+    op->cb(err == AG_ENOTFOUND ? AG_ENOTFOUND : AG_EDB, -1, op->ud);
+    cancel_op_free(op);
+    return;
+  }
+  ag_session *live = ag_map_get(&op->rt->live, op->id);
+  int st = ag_session_state_parse(rec->state);
+  if (live) { /* it came alive while we were loading */
+    cancel_session(live, CANCEL_USER);
+    op->cb(0, AG_SESSION_CANCELLED, op->ud);
+    cancel_op_free(op);
+    return;
+  }
+  if (ag_session_state_terminal(st)) {
+    op->cb(st == AG_SESSION_CANCELLED ? 0 : AG_ESTATE, st, op->ud);
+    cancel_op_free(op);
+    return;
+  }
+  free(rec->state);
+  rec->state = strdup(ag_session_state_name(AG_SESSION_CANCELLED));
+  free(rec->error);
+  rec->error = strdup("cancelled by the client");
+  rec->updated_at = ag_unix_ms();
+  ag_step_commit c = {rec, NULL, 0, NULL, 0, NULL, 0};
+  if (!rec->state || ag_store_commit_step(op->rt->cfg.store, &c, on_cancel_committed, op) < 0) {
+    op->cb(AG_EDB, -1, op->ud);
+    cancel_op_free(op);
+  }
+}
+
+int ag_runtime_cancel(ag_runtime *rt, const char *session_id, ag_cancel_fn cb, void *ud) {
+  cancel_op *op = calloc(1, sizeof *op);
+  if (!op) return AG_ENOMEM;
+  op->rt = rt;
+  op->cb = cb;
+  op->ud = ud;
+  op->id = strdup(session_id);
+  if (!op->id) {
+    free(op);
+    return AG_ENOMEM;
+  }
+  ag_session *live = ag_map_get(&rt->live, session_id);
+  if (live) cancel_session(live, CANCEL_USER);
+  /* Load either way: it tells a live session's answer apart from an unknown id, and for a
+   * stored session it is the state we change. */
+  int rc = ag_store_load_session(rt->cfg.store, session_id, false, on_cancel_loaded, op);
+  if (rc < 0) cancel_op_free(op);
+  return rc;
+}

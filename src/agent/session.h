@@ -1,0 +1,120 @@
+/* Sessions and the agent loop.
+ *
+ * A session is one agent run over a conversation: a state machine driven by events from the LLM
+ * provider and the store, never a thread. Each step is an LLM call; its answer (the assistant
+ * message, token usage, counters) and the chosen tool's result are committed together as one
+ * journal entry, and only then does the next step begin, so a crash loses at most the step in
+ * flight. (Built-in tools run synchronously; issue 3 splits intent and result for slow tools.)
+ *
+ *   inited -> running -> (waiting_for_clarification -> running)* -> completed | failed | cancelled | error
+ *
+ * The runtime owns the live sessions (those with a run attached). A run reports to its owner (the
+ * API layer) through ag_run_events; sessions that are waiting or finished live only in the store
+ * and are loaded again when a client continues them. */
+#ifndef AG_AGENT_SESSION_H
+#define AG_AGENT_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/template.h"
+#include "llm/llm.h"
+
+typedef struct uv_loop_s uv_loop_t;
+typedef struct ag_store ag_store;
+typedef struct ag_runtime ag_runtime;
+typedef struct ag_session ag_session;
+
+enum ag_session_state {
+  AG_SESSION_INITED,
+  AG_SESSION_RUNNING,
+  AG_SESSION_WAITING,
+  AG_SESSION_COMPLETED,
+  AG_SESSION_FAILED,
+  AG_SESSION_CANCELLED,
+  AG_SESSION_ERROR,
+};
+const char *ag_session_state_name(int state); /* "waiting_for_clarification", ... */
+int ag_session_state_parse(const char *s);     /* -1 if unknown */
+bool ag_session_state_terminal(int state);
+
+typedef struct ag_runtime_config {
+  uv_loop_t *loop;
+  ag_llm_provider *provider;        /* borrowed */
+  ag_store *store;                  /* borrowed */
+  const ag_template_set *templates; /* borrowed */
+  const char *default_model;        /* upstream model when the template names none */
+  bool stream_upstream;             /* ask upstream for SSE (default true) */
+} ag_runtime_config;
+
+AG_MUST_CHECK int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out);
+/* Sessions with a run in progress. */
+size_t ag_runtime_active(const ag_runtime *rt);
+/* Ends every run at once for shutdown: in-flight LLM calls are cancelled, each run's owner gets
+ * on_end with AG_ESHUTDOWN, and the sessions stay in the store at their last committed step. */
+void ag_runtime_shutdown(ag_runtime *rt);
+/* Only when ag_runtime_active() is 0 and no store callback is outstanding. */
+void ag_runtime_free(ag_runtime *rt);
+/* True while a session with this id has a run in progress. */
+bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id);
+
+/* What a run tells its owner. Text pointers are borrowed for the duration of the call. */
+enum ag_step_event_type { AG_STEP_REASONING, AG_STEP_ACTION, AG_STEP_TOOL_RESULT };
+
+typedef struct ag_step_event {
+  int type;              /* enum ag_step_event_type */
+  int iteration;
+  const char *tool_name;
+  const char *arguments; /* JSON text (reasoning / action) */
+  const char *result;    /* tool result text */
+} ag_step_event;
+
+typedef struct ag_run_end {
+  int err;                   /* 0, or why the run did not end normally (AG_E*) */
+  bool started;              /* on_start was called */
+  int state;                 /* enum ag_session_state after the run */
+  const char *session_id;    /* NULL if the session never existed */
+  const char *text;          /* final answer, or the clarification questions when waiting */
+  const char *error_message; /* set when err != 0 */
+  ag_usage usage;            /* tokens used by this run */
+} ag_run_end;
+
+typedef struct ag_run_events {
+  /* The session exists (durably) and the run begins, in this stream format; before any other
+   * event. */
+  void (*on_start)(const char *session_id, const char *template_name, int stream_format, void *ud);
+  /* Answer text as it streams (from a text answer, a final-answer tool call, or the answer field
+   * of a structured output). Concatenated, it is exactly the final answer. */
+  void (*on_answer)(const char *text, size_t len, void *ud);
+  /* Readable progress (reasoning, tool calls, results), one line each, ending in "\n". */
+  void (*on_progress)(const char *text, size_t len, void *ud);
+  /* Structured steps, for the sgr stream format. */
+  void (*on_step)(const ag_step_event *ev, void *ud);
+  /* Exactly once, last. */
+  void (*on_end)(const ag_run_end *end, void *ud);
+  void *ud;
+} ag_run_events;
+
+/* Starts a new session of template `tpl` with the client's messages (system messages are added
+ * after the template's prompt; the last user message is the task). On success *out is the live
+ * session and events will follow (never synchronously); on error nothing is called. */
+AG_MUST_CHECK int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input, size_t n_input,
+                                   int stream_format, const ag_run_events *ev, ag_session **out);
+
+/* Continues a session waiting for clarification with the user's answer. The session is loaded
+ * from the store if needed; on_end reports AG_ENOTFOUND (unknown id) or AG_ESTATE (not waiting,
+ * or already running) without on_start. stream_format < 0 keeps the session's own. */
+AG_MUST_CHECK int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification,
+                                    int stream_format, const ag_run_events *ev, ag_session **out);
+
+/* The owner is gone (client disconnected): no more events are delivered (not even on_end), and
+ * the session is cancelled (state cancelled, committed). */
+void ag_session_detach(ag_session *s);
+
+/* Cancels a session by id, live or stored (DELETE /agents/{id}). cb gets 0 and the final state,
+ * AG_ENOTFOUND, or AG_ESTATE with the state it is already in (finished sessions). */
+typedef void (*ag_cancel_fn)(int err, int final_state, void *ud);
+AG_MUST_CHECK int ag_runtime_cancel(ag_runtime *rt, const char *session_id, ag_cancel_fn cb, void *ud);
+
+#endif

@@ -1,0 +1,44 @@
+/* The HTTP API: OpenAI-compatible chat completions, the sgr-agent-core compatible agents API,
+ * health and readiness. This layer turns wire JSON into typed calls on the runtime and the store
+ * and typed results back into JSON; it holds no agent logic of its own. */
+#ifndef AG_API_API_H
+#define AG_API_API_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "base/err.h"
+
+typedef struct ag_http_req ag_http_req;
+typedef struct ag_runtime ag_runtime;
+typedef struct ag_store ag_store;
+typedef struct ag_template_set ag_template_set;
+
+/* Everything a handler needs, borrowed from the server struct. */
+typedef struct ag_api_ctx {
+  ag_runtime *runtime;
+  ag_store *store;
+  const ag_template_set *templates;
+  const char *upstream_model; /* model name upstream, or the offline model's name */
+  bool offline;               /* the scripted demo model is in use */
+  bool ready;                 /* false while starting or shutting down: /readyz says 503 */
+  bool draining;              /* shutting down: new sessions are refused with 503 */
+  size_t max_stream_buffer;   /* a client this far behind on an SSE stream is dropped */
+} ag_api_ctx;
+
+/* The ag_http_handler_fn for the server; ud is the ag_api_ctx. */
+void ag_api_handle(ag_http_req *req, void *ud);
+
+/* Sends {"error":{"message","type","code","param"}} with the status and finishes the request. */
+void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...) AG_PRINTF(6, 7);
+
+/* Handlers, one per route family (chat.c, agents.c). `id` is the path's session id. */
+void ag__api_chat_completions(ag_api_ctx *ctx, ag_http_req *req);
+void ag__api_provide_clarification(ag_api_ctx *ctx, ag_http_req *req, const char *id);
+void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req);
+void ag__api_agent_state(ag_api_ctx *ctx, ag_http_req *req, const char *id);
+void ag__api_cancel_agent(ag_api_ctx *ctx, ag_http_req *req, const char *id);
+void ag__api_models(ag_api_ctx *ctx, ag_http_req *req);
+
+#endif

@@ -1,0 +1,158 @@
+/* Routing: method + path to a handler, with the right 404/405 answers (see api.h). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "base/buf.h"
+#include "base/json.h"
+#include "net/http_server.h"
+
+void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param,
+                  const char *fmt, ...) {
+  char msg[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  ag_buf b;
+  ag_buf_init(&b, 4096);
+  int rc = ag_buf_append_str(&b, "{\"error\":{\"message\":\"");
+  if (rc == 0) rc = ag_buf_append_json_escaped(&b, msg, strlen(msg));
+  if (rc == 0) rc = ag_buf_appendf(&b, "\",\"type\":\"%s\",\"code\":", type);
+  if (rc == 0) rc = code ? ag_buf_appendf(&b, "\"%s\"", code) : ag_buf_append_str(&b, "null");
+  if (rc == 0) rc = ag_buf_append_str(&b, ",\"param\":");
+  if (rc == 0) rc = param ? ag_buf_appendf(&b, "\"%s\"", param) : ag_buf_append_str(&b, "null");
+  if (rc == 0) rc = ag_buf_append_str(&b, "}}");
+  if (rc < 0) {
+    ag_buf_reset(&b);
+    rc = ag_buf_append_str(&b, "{\"error\":{\"message\":\"error\",\"type\":\"server_error\",\"code\":null,\"param\":null}}");
+  }
+  (void)ag_http_respond(req, status, "application/json", NULL, b.ptr, b.len);
+  ag_buf_deinit(&b);
+}
+
+static void respond_json_text(ag_http_req *req, int status, const char *text) {
+  (void)ag_http_respond(req, status, "application/json", NULL, text, strlen(text));
+}
+
+/* Matches "/agents/<id>" and "/agents/<id>/<suffix>"; copies the id (no '/', bounded). */
+static bool match_agent(ag_slice path, const char *suffix, char *id, size_t idlen) {
+  static const char prefix[] = "/agents/";
+  if (!ag_slice_starts_with(path, prefix)) return false;
+  const char *p = path.ptr + sizeof prefix - 1, *end = path.ptr + path.len;
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  const char *id_end = slash ? slash : end;
+  size_t n = (size_t)(id_end - p);
+  if (n == 0 || n >= idlen) return false;
+  if (suffix) {
+    if (!slash || (size_t)(end - slash - 1) != strlen(suffix) || memcmp(slash + 1, suffix, strlen(suffix)) != 0)
+      return false;
+  } else if (slash) {
+    return false;
+  }
+  memcpy(id, p, n);
+  id[n] = '\0';
+  return true;
+}
+
+static bool method_is(ag_http_req *req, const char *m) { return ag_slice_eq_cstr(ag_http_req_method(req), m); }
+
+static void wrong_method(ag_http_req *req, const char *allowed) {
+  ag_api_error(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method %.*s is not allowed here; use %s",
+               (int)ag_http_req_method(req).len, ag_http_req_method(req).ptr, allowed);
+}
+
+void ag_api_handle(ag_http_req *req, void *ud) {
+  ag_api_ctx *ctx = ud;
+  ag_slice path = ag_http_req_path(req);
+  char id[256];
+
+  if (ag_slice_eq_cstr(path, "/healthz") || ag_slice_eq_cstr(path, "/health")) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    {
+      respond_json_text(req, 200, "{\"status\":\"ok\"}");
+      return;
+    }
+  }
+  if (ag_slice_eq_cstr(path, "/readyz")) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    if (ctx->ready && !ctx->draining) {
+      respond_json_text(req, 200, "{\"status\":\"ready\"}");
+      return;
+    }
+    {
+      respond_json_text(req, 503, "{\"status\":\"not ready\"}");
+      return;
+    }
+  }
+  if (ag_slice_eq_cstr(path, "/v1/chat/completions") || ag_slice_eq_cstr(path, "/chat/completions")) {
+    if (!method_is(req, "POST")) {
+      wrong_method(req, "POST");
+      return;
+    }
+    {
+      ag__api_chat_completions(ctx, req);
+      return;
+    }
+  }
+  if (ag_slice_eq_cstr(path, "/v1/models") || ag_slice_eq_cstr(path, "/models")) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    {
+      ag__api_models(ctx, req);
+      return;
+    }
+  }
+  if (ag_slice_eq_cstr(path, "/agents") || ag_slice_eq_cstr(path, "/v1/agents")) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    {
+      ag__api_list_agents(ctx, req);
+      return;
+    }
+  }
+  if (match_agent(path, "state", id, sizeof id)) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    {
+      ag__api_agent_state(ctx, req, id);
+      return;
+    }
+  }
+  if (match_agent(path, "provide_clarification", id, sizeof id)) {
+    if (!method_is(req, "POST")) {
+      wrong_method(req, "POST");
+      return;
+    }
+    {
+      ag__api_provide_clarification(ctx, req, id);
+      return;
+    }
+  }
+  if (match_agent(path, NULL, id, sizeof id)) {
+    if (!method_is(req, "DELETE")) {
+      wrong_method(req, "DELETE");
+      return;
+    }
+    {
+      ag__api_cancel_agent(ctx, req, id);
+      return;
+    }
+  }
+  ag_api_error(req, 404, "invalid_request_error", "not_found", NULL, "no route for %.*s %.*s",
+               (int)ag_http_req_method(req).len, ag_http_req_method(req).ptr, (int)(path.len > 200 ? 200 : path.len),
+               path.ptr);
+}

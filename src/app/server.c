@@ -1,0 +1,247 @@
+/* Server wiring and lifecycle (see server.h).
+ *
+ * Start-up: templates, store (migrations), recovery of sessions left running by a crash,
+ * upstream provider (or the offline demo model), runtime, then the listener; /readyz turns 200
+ * once all of that is up. Shutdown on SIGTERM/SIGINT: stop accepting, refuse new sessions, let
+ * running sessions finish for up to shutdown_timeout_ms, then cancel what is left (those stay in
+ * the store at their last committed step), close everything and return 0. */
+#include "app/server.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "agent/session.h"
+#include "agent/template.h"
+#include "api/api.h"
+#include "app/template_loader.h"
+#include "base/log.h"
+#include "base/util.h"
+#include "llm/llm.h"
+#include "net/http_client.h"
+#include "net/http_server.h"
+#include "store/store.h"
+
+#define SHUTDOWN_POLL_MS 20
+#define SHUTDOWN_HARD_EXTRA_MS 3000
+
+/* The server struct: everything the process holds, in one place. */
+typedef struct ag_server {
+  const ag_config *cfg;
+  uv_loop_t *loop;
+  ag_template_set *templates;
+  ag_store *store;
+  ag_http_client *http_client;
+  ag_llm_provider *provider;
+  ag_runtime *runtime;
+  ag_http_server *http;
+  ag_api_ctx api;
+  uv_signal_t sigterm, sigint;
+  uv_timer_t shutdown_timer;
+  uint64_t shutdown_started;
+  bool cancelled_runs;
+  int closing; /* handles still closing */
+  int exit_code;
+} ag_server;
+
+static void wait_store_op(int err, void *ud) {
+  int *slot = ud;
+  *slot = err < 0 ? err : (err == 0 ? 1 : err + 1);
+}
+
+/* Sessions that were running when the process died cannot be resumed yet (issue 3 adds that):
+ * mark them so instead of leaving them "running" forever. */
+static int recover(ag_server *srv) {
+  int result = 0;
+  int rc = ag_store_transition_all(srv->store, "running", "error",
+                                   "interrupted: the server stopped while this session was running", wait_store_op,
+                                   &result);
+  if (rc < 0) return rc;
+  while (result == 0) uv_run(srv->loop, UV_RUN_ONCE);
+  if (result < 0) return result;
+  if (result > 1) ag_log_warn(NULL, "%d session(s) were interrupted by the last stop and marked as error", result - 1);
+  return 0;
+}
+
+static void handle_closed(void *ud) {
+  ag_server *srv = ud;
+  srv->closing--;
+}
+
+static void begin_close(ag_server *srv) {
+  uv_timer_stop(&srv->shutdown_timer);
+  srv->closing = 3;
+  ag_http_server_close(srv->http, handle_closed, srv);
+  ag_http_client_close(srv->http_client, handle_closed, srv);
+  ag_store_close(srv->store, handle_closed, srv);
+  uv_close((uv_handle_t *)&srv->sigterm, NULL);
+  uv_close((uv_handle_t *)&srv->sigint, NULL);
+  uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
+}
+
+static void on_shutdown_tick(uv_timer_t *t) {
+  ag_server *srv = t->data;
+  uint64_t elapsed = ag_now_ms() - srv->shutdown_started;
+  size_t runs = ag_runtime_active(srv->runtime);
+  size_t reqs = ag_http_server_active_requests(srv->http);
+  if (runs == 0 && reqs == 0 && ag_http_client_active(srv->http_client) == 0) {
+    begin_close(srv);
+    return;
+  }
+  if (!srv->cancelled_runs && elapsed >= srv->cfg->shutdown_timeout_ms) {
+    ag_log_warn(NULL, "shutdown grace period over: stopping %zu running session(s) at their last committed step", runs);
+    srv->cancelled_runs = true;
+    ag_runtime_shutdown(srv->runtime);
+  }
+  if (elapsed >= srv->cfg->shutdown_timeout_ms + SHUTDOWN_HARD_EXTRA_MS) {
+    ag_log_error(NULL, "shutdown: %zu request(s) still open after the grace period; closing anyway", reqs);
+    begin_close(srv);
+  }
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  ag_server *srv = h->data;
+  if (srv->shutdown_started) {
+    ag_log_warn(NULL, "second signal: stopping now");
+    ag_runtime_shutdown(srv->runtime);
+    return;
+  }
+  ag_log_info(NULL, "signal %d: shutting down (grace period %llu ms)", signum,
+              (unsigned long long)srv->cfg->shutdown_timeout_ms);
+  srv->shutdown_started = ag_now_ms();
+  srv->api.draining = true;
+  srv->api.ready = false;
+  ag_http_server_stop_accepting(srv->http);
+  uv_timer_start(&srv->shutdown_timer, on_shutdown_tick, 0, SHUTDOWN_POLL_MS);
+}
+
+static int open_store(const ag_config *cfg, uv_loop_t *loop, ag_store **out) {
+  char err[512] = "";
+  ag_store_options so = {cfg->db, cfg->sqlite_sync_full, 5000};
+  int rc = ag_store_open(loop, &so, out, err, sizeof err);
+  if (rc < 0) ag_log_error(NULL, "cannot open the database %s: %s", cfg->db, err[0] ? err : ag_strerror(rc));
+  return rc;
+}
+
+int ag_server_migrate(const ag_config *cfg) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  ag_store *st = NULL;
+  int rc = open_store(cfg, &loop, &st);
+  if (rc == 0) {
+    ag_log_info(NULL, "database %s is at the latest schema", cfg->db);
+    ag_store_close(st, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+  }
+  uv_loop_close(&loop);
+  return rc < 0 ? 1 : 0;
+}
+
+int ag_server_run(const ag_config *cfg) {
+  ag_server srv;
+  memset(&srv, 0, sizeof srv);
+  srv.cfg = cfg;
+  srv.loop = uv_default_loop();
+  signal(SIGPIPE, SIG_IGN);
+  char err[512] = "";
+  int rc;
+  uint64_t t0 = ag_now_ms();
+
+  if ((rc = ag_template_set_new(&srv.templates)) < 0) goto fail;
+  if ((rc = ag_templates_load_dir(cfg->templates_dir, srv.templates, err, sizeof err)) < 0) {
+    ag_log_error(NULL, "cannot load templates: %s", err);
+    goto fail;
+  }
+  if (ag_template_set_count(srv.templates) == 0) {
+    ag_log_error(NULL, "no templates in %s: nothing to serve", cfg->templates_dir);
+    rc = AG_EINVAL;
+    goto fail;
+  }
+  if ((rc = open_store(cfg, srv.loop, &srv.store)) < 0) goto fail;
+  if ((rc = recover(&srv)) < 0) {
+    ag_log_error(NULL, "start-up recovery failed: %s", ag_strerror(rc));
+    goto fail;
+  }
+  if ((rc = ag_http_client_new(srv.loop, &srv.http_client)) < 0) goto fail;
+
+  bool offline = !cfg->openai_base_url || !*cfg->openai_base_url;
+  if (offline) {
+    rc = ag_scripted_provider_new(srv.loop, &srv.provider);
+    ag_log_warn(NULL, "OPENAI_BASE_URL is not set: using the OFFLINE SCRIPTED DEMO MODEL (%s). Its answers are "
+                      "scripted, not generated by an LLM.",
+                AG_SCRIPTED_MODEL_NAME);
+  } else {
+    ag_openai_config oc = {0};
+    oc.base_url = cfg->openai_base_url;
+    oc.api_key = cfg->openai_api_key;
+    oc.connect_timeout_ms = cfg->upstream_connect_timeout_ms;
+    oc.first_byte_timeout_ms = cfg->upstream_first_byte_timeout_ms;
+    oc.idle_timeout_ms = cfg->upstream_idle_timeout_ms;
+    oc.total_timeout_ms = cfg->upstream_total_timeout_ms;
+    oc.max_retries = cfg->upstream_max_retries;
+    oc.retry_base_ms = cfg->upstream_retry_base_ms;
+    rc = ag_openai_provider_new(srv.loop, srv.http_client, &oc, &srv.provider);
+    ag_log_info(NULL, "upstream: %s, model %s", cfg->openai_base_url, cfg->model);
+  }
+  if (rc < 0) goto fail;
+
+  ag_runtime_config rcfg = {srv.loop, srv.provider, srv.store, srv.templates,
+                            offline ? AG_SCRIPTED_MODEL_NAME : cfg->model, true};
+  if ((rc = ag_runtime_new(&rcfg, &srv.runtime)) < 0) goto fail;
+
+  srv.api.runtime = srv.runtime;
+  srv.api.store = srv.store;
+  srv.api.templates = srv.templates;
+  srv.api.upstream_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model;
+  srv.api.offline = offline;
+  srv.api.max_stream_buffer = 8u << 20;
+
+  ag_http_server_config hc;
+  ag_http_server_config_default(&hc);
+  hc.host = cfg->listen_host;
+  hc.port = cfg->listen_port;
+  hc.max_body_bytes = cfg->max_body_bytes;
+  hc.max_header_bytes = cfg->max_header_bytes;
+  hc.request_timeout_ms = cfg->request_timeout_ms;
+  hc.idle_timeout_ms = cfg->idle_timeout_ms;
+  if ((rc = ag_http_server_new(srv.loop, &hc, ag_api_handle, &srv.api, &srv.http)) < 0) {
+    ag_log_error(NULL, "cannot listen on %s:%d: %s", cfg->listen_host, cfg->listen_port, ag_strerror(rc));
+    goto fail;
+  }
+
+  uv_signal_init(srv.loop, &srv.sigterm);
+  uv_signal_init(srv.loop, &srv.sigint);
+  uv_timer_init(srv.loop, &srv.shutdown_timer);
+  srv.sigterm.data = srv.sigint.data = srv.shutdown_timer.data = &srv;
+  uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
+  uv_signal_start(&srv.sigint, on_signal, SIGINT);
+
+  srv.api.ready = true;
+  ag_log_info(NULL, "agentd listening on http://%s:%d (%zu templates, database %s, ready in %llu ms)",
+              cfg->listen_host, ag_http_server_port(srv.http), ag_template_set_count(srv.templates), cfg->db,
+              (unsigned long long)(ag_now_ms() - t0));
+
+  uv_run(srv.loop, UV_RUN_DEFAULT);
+
+  ag_http_server_free(srv.http);
+  ag_runtime_free(srv.runtime);
+  ag_llm_provider_free(srv.provider);
+  ag_template_set_free(srv.templates);
+  rc = uv_loop_close(srv.loop);
+  if (rc != 0) ag_log_warn(NULL, "event loop closed with handles still open");
+  ag_log_info(NULL, "agentd stopped");
+  return 0;
+
+fail:
+  /* Start-up failed: release what was built, in reverse. */
+  if (srv.runtime) ag_runtime_free(srv.runtime);
+  ag_llm_provider_free(srv.provider);
+  if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);
+  if (srv.store) ag_store_close(srv.store, NULL, NULL);
+  uv_run(srv.loop, UV_RUN_DEFAULT);
+  ag_template_set_free(srv.templates);
+  uv_loop_close(srv.loop);
+  return 1;
+}
