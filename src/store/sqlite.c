@@ -275,7 +275,7 @@ static int step_done(sq_store *st, sqlite3_stmt *s, int bind_rc, const char *wha
 }
 
 static int exec_cached(sq_store *st, enum stmt_id id, const char *session) {
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, id, session, &s);
   if (rc < 0) return rc;
   return step_done(st, s, SQLITE_OK, stmt_sql[id], session);
@@ -337,7 +337,7 @@ static int read_message_row(sqlite3_stmt *s, ag_message_rec *m) {
 }
 
 static int upsert_session(sq_store *st, const ag_session_rec *r) {
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_UPSERT_SESSION, r->id, &s);
   if (rc < 0) return rc;
   binder b = {s, 0, SQLITE_OK};
@@ -367,7 +367,7 @@ static int upsert_session(sq_store *st, const ag_session_rec *r) {
  * refused here (AG_EINVAL). */
 static int insert_messages(sq_store *st, const char *sid, const ag_message_rec *msgs, size_t n) {
   if (n == 0) return 0;
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_NEXT_SEQ, sid, &s);
   if (rc < 0) return rc;
   int64_t next = 0;
@@ -407,7 +407,7 @@ static int insert_messages(sq_store *st, const char *sid, const ag_message_rec *
 
 static int insert_execs(sq_store *st, const char *sid, const ag_tool_exec_rec *execs, size_t n) {
   if (n == 0) return 0;
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_INSERT_EXEC, sid, &s);
   if (rc < 0) return rc;
   for (size_t i = 0; i < n; i++) {
@@ -431,7 +431,7 @@ static int insert_execs(sq_store *st, const char *sid, const ag_tool_exec_rec *e
 
 static int insert_usage(sq_store *st, const char *sid, const ag_usage_rec *usage, size_t n) {
   if (n == 0) return 0;
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_INSERT_USAGE, sid, &s);
   if (rc < 0) return rc;
   for (size_t i = 0; i < n; i++) {
@@ -464,7 +464,7 @@ static int run_commit(sq_store *st, struct job *j) {
 }
 
 static int load_messages(sq_store *st, struct job *j) {
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_LOAD_MESSAGES, j->u.load.id, &s);
   if (rc < 0) return rc;
   binder b = {s, 0, SQLITE_OK};
@@ -490,7 +490,7 @@ static int run_load(sq_store *st, struct job *j) {
   const char *id = j->u.load.id;
   int rc = exec_cached(st, ST_BEGIN_READ, id);
   if (rc < 0) return rc;
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   rc = stmt_get(st, ST_LOAD_SESSION, id, &s);
   if (rc < 0) goto done;
   binder b = {s, 0, SQLITE_OK};
@@ -513,7 +513,7 @@ done:
 }
 
 static int run_list(sq_store *st, struct job *j) {
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_LIST_SESSIONS, NULL, &s);
   if (rc < 0) return rc;
   binder b = {s, 0, SQLITE_OK};
@@ -535,7 +535,7 @@ static int run_list(sq_store *st, struct job *j) {
 }
 
 static int run_transition(sq_store *st, struct job *j) {
-  sqlite3_stmt *s;
+  sqlite3_stmt *s = NULL;
   int rc = stmt_get(st, ST_TRANSITION, NULL, &s);
   if (rc < 0) return rc;
   binder b = {s, 0, SQLITE_OK};
