@@ -40,7 +40,7 @@ AG_MUST_CHECK int ag_buf_append(ag_buf *b, const void *data, size_t len);
 AG_MUST_CHECK int ag_buf_append_str(ag_buf *b, const char *s);
 AG_MUST_CHECK int ag_buf_append_char(ag_buf *b, char c);
 AG_MUST_CHECK int ag_buf_appendf(ag_buf *b, const char *fmt, ...) AG_PRINTF(2, 3);
-AG_MUST_CHECK int ag_buf_vappendf(ag_buf *b, const char *fmt, va_list ap);
+AG_MUST_CHECK int ag_buf_vappendf(ag_buf *b, const char *fmt, va_list ap) AG_PRINTF(2, 0);
 /* Appends s as the inside of a JSON string (no quotes), escaping as RFC 8259 requires. */
 AG_MUST_CHECK int ag_buf_append_json_escaped(ag_buf *b, const char *s, size_t len);
 /* Drops the first n bytes. */
