@@ -720,7 +720,7 @@ static void req_finish(conn *c) {
     timer_set(c, TM_RESUME, 0);
   else
     timer_set(c, TM_IDLE, c->srv->cfg.idle_timeout_ms);
-  conn_read_start(c);
+  if (c->pending.len < PIPELINE_MAX) conn_read_start(c); /* else conn_resume does, after parsing */
 }
 
 /* Parses and dispatches requests from data until it is used up, a request is left with the

@@ -60,6 +60,7 @@ struct tsrv {
 
 enum { CMD_NONE, CMD_STOP_ACCEPTING };
 
+static void logf_(tsrv *t, const char *fmt, ...) AG_PRINTF(2, 3);
 static void logf_(tsrv *t, const char *fmt, ...) {
   size_t n = strlen(t->log);
   va_list ap;
