@@ -215,6 +215,25 @@ test('faults: cut stream, malformed SSE and stall are visible to the client', as
   assert.ok(Date.now() - t1 >= 280, 'delay was honoured');
 });
 
+test('an item with only modifiers applies them to the auto answer', async () => {
+  up.script([{ delay_ms: 200, usage: { prompt_tokens: 3, completion_tokens: 4 } }]);
+  const t0 = Date.now();
+  const r = await client.chat.completions.create({ model: 'm', messages: user('a') });
+  assert.ok(Date.now() - t0 >= 180);
+  assert.equal(r.choices[0].message.content, FINAL_ANSWER);
+  assert.equal(r.usage.total_tokens, 7);
+  up.script([{ cut_after_chunks: 2, chunks: 8 }]);
+  const s = await client.chat.completions.create({ model: 'm', messages: user('a'), stream: true });
+  let text = '';
+  await assert.rejects(
+    (async () => {
+      for await (const c of s) text += c.choices[0]?.delta?.content ?? '';
+    })(),
+  );
+  assert.ok(text.length > 0 && FINAL_ANSWER.startsWith(text) && text !== FINAL_ANSWER, `partial text: ${text}`);
+  assert.equal(up.chatRequests().at(-1).response.kind, 'cut');
+});
+
 test('GET /v1/models lists the fake model', async () => {
   const page = await client.models.list();
   assert.deepEqual(page.data.map((m) => m.id), ['fake-model']);

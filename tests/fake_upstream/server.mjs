@@ -348,6 +348,12 @@ export function validateChatRequest(body) {
 
 /* ---------- rendering a response ---------- */
 
+// Whether a scripted item says what to answer; an item with only modifiers (delay_ms, stall_ms,
+// cut_after_chunks, chunk_delay_ms, usage, ...) applies them to the auto answer.
+function hasPayload(item) {
+  return ['content', 'tool_calls', 'json', 'status', 'malformed', 'action'].some((k) => item[k] !== undefined);
+}
+
 function normaliseItem(item) {
   if (item && item.tool_calls) {
     item.tool_calls = item.tool_calls.map((tc, i) => ({
@@ -511,6 +517,7 @@ export async function startFakeUpstream({ port = 0, host = '127.0.0.1', log = fa
     }
     const scripted = item !== null;
     if (!item) item = autoResponse(body);
+    else if (!hasPayload(item)) item = { ...autoResponse(body), ...item }; // e.g. {cut_after_chunks: 3} alone
     item = normaliseItem({ ...item });
     const ac = new AbortController();
     inflight.add(ac);
