@@ -337,16 +337,19 @@ const sgrSchema = {
     },
   },
   required: ['reasoning_steps', 'enough_data', 'function'],
+  additionalProperties: false,
   $defs: {
     Clar: {
       type: 'object',
       properties: { tool_name_discriminator: { type: 'string', const: 'clarification_tool' }, questions: { type: 'array', items: { type: 'string' } } },
       required: ['tool_name_discriminator', 'questions'],
+      additionalProperties: false,
     },
     Search: {
       type: 'object',
       properties: { tool_name_discriminator: { type: 'string', const: 'web_search_tool' }, query: { type: 'string' } },
       required: ['tool_name_discriminator', 'query'],
+      additionalProperties: false,
     },
     Final: {
       type: 'object',
@@ -356,6 +359,7 @@ const sgrSchema = {
         status: { type: 'string', enum: ['failed', 'completed'] },
       },
       required: ['tool_name_discriminator', 'answer', 'status'],
+      additionalProperties: false,
     },
   },
 };
@@ -397,6 +401,22 @@ test('scripted action adapts to the request shape and waits while another tool i
   assert.equal(tc.function.name, 'clarification_tool');
   assert.deepEqual(JSON.parse(tc.function.arguments), { questions: ['Which Paris?'] });
   assert.equal(up.queueLength(), 0);
+});
+
+test('strict schemas must follow the strict-mode rules (response_format and tools)', async () => {
+  const loose = { type: 'object', properties: { a: { type: 'string' }, b: { type: 'string' } }, required: ['a'], additionalProperties: false };
+  await assert.rejects(
+    client.chat.completions.create({ model: 'm', messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 's', strict: true, schema: loose } } }),
+    (e) => e.status === 400 && /required/.test(e.message) && /'b'/.test(e.message),
+  );
+  const open = { type: 'object', properties: { a: { type: 'object', properties: {}, required: [] } }, required: ['a'], additionalProperties: false };
+  await assert.rejects(
+    client.chat.completions.create({ model: 'm', messages: user('x'), tools: [{ type: 'function', function: { name: 'f', strict: true, parameters: open } }] }),
+    (e) => e.status === 400 && /additionalProperties/.test(e.message) && /properties\.a/.test(e.message),
+  );
+  // Not strict: anything goes.
+  const r = await client.chat.completions.create({ model: 'm', messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 's', schema: loose } } });
+  assert.deepEqual(JSON.parse(r.choices[0].message.content), { a: 'x' });
 });
 
 test('exampleFromSchema respects bounds', () => {

@@ -285,6 +285,48 @@ function actionResponse(item, body) {
 
 /* ---------- request validation (the checks the real API makes that matter to agentd) ---------- */
 
+// Strict structured outputs / strict function tools (OpenAI): the root is an object, and every
+// object schema lists all its properties in `required` and sets additionalProperties: false.
+// Returns an error message or null.
+export function strictSchemaProblem(schema) {
+  if (!schema || typeof schema !== 'object') return 'schema must be an object';
+  if (schema.anyOf || firstType(schema.type) !== 'object') return "the root schema must be of type 'object' (not anyOf)";
+  const seen = new Set();
+  const walk = (s, where) => {
+    if (!s || typeof s !== 'object' || seen.has(s)) return null;
+    seen.add(s);
+    const isObject = firstType(s.type) === 'object' || (s.properties && !s.type);
+    if (isObject) {
+      if (s.additionalProperties !== false) return `In context=${where}, 'additionalProperties' is required to be supplied and to be false.`;
+      const req = new Set(Array.isArray(s.required) ? s.required : []);
+      const missing = Object.keys(s.properties ?? {}).filter((k) => !req.has(k));
+      if (missing.length) return `In context=${where}, 'required' is required to be supplied and to be an array including every key in properties. Missing '${missing[0]}'.`;
+    }
+    for (const [k, v] of Object.entries(s.properties ?? {})) {
+      const e = walk(v, `${where}.properties.${k}`);
+      if (e) return e;
+    }
+    for (const key of ['anyOf', 'oneOf', 'allOf']) {
+      for (const [i, v] of (Array.isArray(s[key]) ? s[key] : []).entries()) {
+        const e = walk(v, `${where}.${key}[${i}]`);
+        if (e) return e;
+      }
+    }
+    if (s.items && typeof s.items === 'object') {
+      const e = walk(s.items, `${where}.items`);
+      if (e) return e;
+    }
+    for (const defs of ['$defs', 'definitions']) {
+      for (const [k, v] of Object.entries(s[defs] ?? {})) {
+        const e = walk(v, `${where}.${defs}.${k}`);
+        if (e) return e;
+      }
+    }
+    return null;
+  };
+  return walk(schema, '()');
+}
+
 export function validateChatRequest(body) {
   if (!body || typeof body !== 'object' || Array.isArray(body)) return 'Request body must be a JSON object.';
   if (typeof body.model !== 'string' || !body.model) return "Missing required parameter: 'model'.";
@@ -319,6 +361,10 @@ export function validateChatRequest(body) {
     if (!Array.isArray(body.tools)) return "Invalid type for 'tools': expected an array.";
     for (const [i, t] of body.tools.entries()) {
       if (t?.type !== 'function' || !TOOL_NAME_RE.test(t.function?.name ?? '')) return `Invalid value for 'tools[${i}]'.`;
+      if (t.function.strict === true) {
+        const p = strictSchemaProblem(t.function.parameters ?? {});
+        if (p) return `Invalid schema for function '${t.function.name}': ${p}`;
+      }
     }
   }
   if (body.tool_choice !== undefined && body.tool_choice !== null) {
@@ -338,6 +384,10 @@ export function validateChatRequest(body) {
     if (!['text', 'json_object', 'json_schema'].includes(rf.type)) return "Invalid value for 'response_format.type'.";
     if (rf.type === 'json_schema' && (!TOOL_NAME_RE.test(rf.json_schema?.name ?? '') || typeof rf.json_schema?.schema !== 'object')) {
       return "Invalid 'response_format.json_schema': needs a name matching ^[a-zA-Z0-9_-]{1,64}$ and a schema object.";
+    }
+    if (rf.type === 'json_schema' && rf.json_schema.strict === true) {
+      const p = strictSchemaProblem(rf.json_schema.schema);
+      if (p) return `Invalid schema for response_format '${rf.json_schema.name}': ${p}`;
     }
   }
   if (body.stream_options != null && body.stream !== true) {
