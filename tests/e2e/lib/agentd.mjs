@@ -26,7 +26,7 @@ const STOP_TIMEOUT_MS = 15_000;
 const LOG_CAP = 4 * 1024 * 1024; // keep the last 4 MiB of agentd output
 const running = new Set(); // child processes to kill if the test process dies first
 
-process.on('exit', () => {
+function killAll() {
   for (const p of running) {
     try {
       p.kill('SIGKILL');
@@ -34,7 +34,15 @@ process.on('exit', () => {
       /* already gone */
     }
   }
-});
+}
+process.on('exit', killAll);
+// Interrupted runs (Ctrl-C, the suite's overall timeout) must not leave agentd processes behind.
+for (const [sig, n] of [['SIGINT', 2], ['SIGTERM', 15]]) {
+  process.once(sig, () => {
+    killAll();
+    process.exit(128 + n);
+  });
+}
 
 /** The agentd binary to test, or a clear error. */
 export function agentdBin() {
@@ -156,9 +164,15 @@ export async function startAgentd({ env = {}, dbPath, templatesDir, withUpstream
         h.exit = { code, signal };
         resolve(h.exit);
       });
+      // A failed spawn (e.g. ENOEXEC) emits 'error' and possibly no 'exit'.
+      proc.on('error', (e) => {
+        capture(`[harness] cannot run ${bin}: ${e.message}\n`);
+        running.delete(proc);
+        h.exit ??= { code: null, signal: null, error: e.message };
+        resolve(h.exit);
+      });
     });
     proc.exited = exited;
-    proc.on('error', (e) => capture(`[harness] spawn error: ${e.message}\n`));
 
     const deadline = Date.now() + READY_TIMEOUT_MS;
     let last = 'no answer yet';
