@@ -44,7 +44,8 @@ bool ag_session_state_terminal(int state) {
 
 struct ag_runtime {
   ag_runtime_config cfg;
-  ag_map live; /* id -> ag_session*, sessions with a run in progress */
+  ag_map live;     /* id -> ag_session*, sessions with a run in progress */
+  size_t sessions; /* session objects alive, including ended ones waiting for a callback */
 };
 
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
@@ -91,6 +92,7 @@ struct ag_session {
   int end_err;
   char *end_msg;
   char *resume_text; /* clarification to apply after loading */
+  bool recovering;   /* loaded at start-up to continue a run a crash interrupted */
 
   /* Streaming of the answer out of the call in flight. */
   ag_json_scan scan;
@@ -133,6 +135,7 @@ static void exec_rec_deinit(ag_tool_exec_rec *e) {
 }
 
 static void session_free(ag_session *s) {
+  s->rt->sessions--;
   for (size_t i = 0; i < s->n_msgs; i++) ag_msg_deinit(&s->msgs[i]);
   free(s->msgs);
   free(s->id);
@@ -647,10 +650,9 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
     status = "error";
   }
   if (tool && strcmp(status, "ok") == 0) {
-    if (tool->role != AG_TOOL_REASONING) {
-      emit_step(s, AG_STEP_ACTION, tool->name, args, NULL);
-      emit_progress(s, "Calling %s(%s)", tool->name, args);
-    }
+    if (tool->role != AG_TOOL_REASONING) emit_step(s, AG_STEP_ACTION, tool->name, args, NULL);
+    /* The answer itself goes to the content; the questions are shown when the run pauses. */
+    if (tool->role == AG_TOOL_PLAIN) emit_progress(s, "Calling %s(%s)", tool->name, args);
     switch (tool->role) {
     case AG_TOOL_REASONING: {
       set_str(&s->reasoning, args);
@@ -728,7 +730,7 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
   ag_buf_deinit(&out);
 
   if (next_state == AG_SESSION_WAITING) {
-    emit_progress(s, "Waiting for clarification.");
+    emit_progress(s, "Asking the user for a clarification.");
     finish(s, AG_SESSION_WAITING, 0, NULL);
     return;
   }
@@ -752,7 +754,7 @@ int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out) {
   return 0;
 }
 
-size_t ag_runtime_active(const ag_runtime *rt) { return rt->live.len; }
+size_t ag_runtime_active(const ag_runtime *rt) { return rt->sessions; }
 
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
   return ag_map_get(&rt->live, session_id) != NULL;
@@ -780,6 +782,7 @@ static ag_session *session_new(ag_runtime *rt, const ag_run_events *ev) {
   ag_session *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->rt = rt;
+  rt->sessions++;
   s->ev = *ev;
   ag_buf_init(&s->streamed, MAX_ANSWER_BYTES);
   return s;
@@ -875,15 +878,15 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   } else if (!(s->tpl = ag_template_set_find(s->rt->cfg.templates, rec->template_name))) {
     end_err = AG_ENOTFOUND;
     why = "the session's template no longer exists";
-  } else if (ag_session_state_parse(rec->state) != AG_SESSION_WAITING) {
+  } else if (ag_session_state_parse(rec->state) != (s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING)) {
     end_err = AG_ESTATE;
-    why = "the session is not waiting for clarification";
+    why = s->recovering ? "the session is no longer running" : "the session is not waiting for clarification";
     s->state = ag_session_state_parse(rec->state);
   }
   if (!end_err) {
     s->format = s->format >= 0 ? s->format : ag_stream_format_parse(rec->stream_format);
     if (s->format < 0) s->format = AG_FORMAT_OPENAI;
-    s->state = AG_SESSION_WAITING;
+    s->state = s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING;
     s->iteration = rec->iteration;
     s->searches_used = rec->searches_used;
     s->clarifications_used = rec->clarifications_used;
@@ -924,6 +927,13 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     deliver_end(s);
     return;
   }
+  if (s->recovering) {
+    /* Every commit ends between two steps, so the conversation is ready for the next one. */
+    ag_log_info(s->id, "session resumed after a restart at iteration %d", s->iteration);
+    s->step = STEP_ACTION;
+    started_then_step(s);
+    return;
+  }
   ag_log_info(s->id, "session resumed with a clarification");
   resume_apply(s);
 }
@@ -950,6 +960,62 @@ int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarif
   s->pending++;
   *out = s;
   return 0;
+}
+
+/* ---------- recovery at start-up ---------- */
+
+typedef struct recover_op {
+  ag_runtime *rt;
+  ag_recover_fn done;
+  void *ud;
+} recover_op;
+
+static int recover_one(ag_runtime *rt, const char *id) {
+  if (ag_map_get(&rt->live, id)) return 0;
+  ag_run_events none = {0};
+  ag_session *s = session_new(rt, &none);
+  if (!s) return AG_ENOMEM;
+  s->id = strdup(id);
+  s->format = -1;
+  s->recovering = true;
+  s->phase = PH_LOADING;
+  if (!s->id || ag_map_put(&rt->live, s->id, s) < 0) {
+    session_free(s);
+    return AG_ENOMEM;
+  }
+  int rc = ag_store_load_session(rt->cfg.store, id, true, on_loaded, s);
+  if (rc < 0) {
+    (void)ag_map_del(&rt->live, s->id);
+    session_free(s);
+    return rc;
+  }
+  s->pending++;
+  return 0;
+}
+
+static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
+  recover_op *op = ud;
+  size_t started = 0;
+  for (size_t i = 0; err == 0 && i < n; i++) {
+    int rc = recover_one(op->rt, recs[i].id);
+    if (rc < 0)
+      ag_log_error(recs[i].id, "could not resume the session: %s", ag_strerror(rc));
+    else
+      started++;
+  }
+  ag_session_recs_free(recs, n);
+  op->done(err, started, op->ud);
+  free(op);
+}
+
+int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, void *ud) {
+  recover_op *op = calloc(1, sizeof *op);
+  if (!op) return AG_ENOMEM;
+  *op = (recover_op){rt, done, ud};
+  int rc = ag_store_list_sessions(rt->cfg.store, ag_session_state_name(AG_SESSION_RUNNING), max_sessions, 0,
+                                  on_running_listed, op);
+  if (rc < 0) free(op);
+  return rc;
 }
 
 void ag_session_detach(ag_session *s) {

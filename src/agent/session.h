@@ -8,6 +8,9 @@
  *
  *   inited -> running -> (waiting_for_clarification -> running)* -> completed | failed | cancelled | error
  *
+ * A session left "running" by a crash or a shutdown continues from its last committed step when
+ * the server starts again (ag_runtime_recover); no committed tool call is repeated.
+ *
  * The runtime owns the live sessions (those with a run attached). A run reports to its owner (the
  * API layer) through ag_run_events; sessions that are waiting or finished live only in the store
  * and are loaded again when a client continues them. */
@@ -49,13 +52,20 @@ typedef struct ag_runtime_config {
 } ag_runtime_config;
 
 AG_MUST_CHECK int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out);
-/* Sessions with a run in progress. */
+/* Sessions in memory: runs in progress, and ended runs still waiting for a callback. The runtime
+ * may be freed only when this is 0. */
 size_t ag_runtime_active(const ag_runtime *rt);
 /* Ends every run at once for shutdown: in-flight LLM calls are cancelled, each run's owner gets
  * on_end with AG_ESHUTDOWN, and the sessions stay in the store at their last committed step. */
 void ag_runtime_shutdown(ag_runtime *rt);
 /* Only when ag_runtime_active() is 0 and no store callback is outstanding. */
 void ag_runtime_free(ag_runtime *rt);
+/* Continues, without an owner, every session a crash or a stop left "running" (up to
+ * max_sessions): each is loaded and goes on from its last committed step; clients read the
+ * outcome through the store. done(err, n_resumed, ud) once the runs have been started. */
+typedef void (*ag_recover_fn)(int err, size_t n_resumed, void *ud);
+AG_MUST_CHECK int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, void *ud);
+
 /* True while a session with this id has a run in progress. */
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id);
 

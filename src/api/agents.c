@@ -140,7 +140,7 @@ static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
 void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req) {
   size_t limit = query_num(req, "limit", DEFAULT_PAGE, MAX_PAGE);
   size_t offset = query_num(req, "offset", 0, (size_t)1 << 40);
-  if (ag_store_list_sessions(ctx->store, limit, offset, on_listed, req) < 0)
+  if (ag_store_list_sessions(ctx->store, NULL, limit, offset, on_listed, req) < 0)
     ag_api_error(req, 500, "server_error", "storage_error", NULL, "could not list sessions");
 }
 

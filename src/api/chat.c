@@ -123,7 +123,14 @@ static int parse_messages(ag_http_req *req, const ag_json *arr, chat_input *in) 
     if (strcmp(role, "developer") == 0) r = AG_ROLE_SYSTEM;
     ag_msg *dst = &in->msgs[in->n];
     dst->role = r;
-    if (content_text(ag_json_get(m, "content"), &dst->content) < 0) {
+    ag_json *content = ag_json_get(m, "content");
+    /* Only an assistant turn (one that called tools) may come without content. */
+    if ((!content || ag_json_is(content, AG_JSON_NULL)) && r != AG_ROLE_ASSISTANT) {
+      ag_api_error(req, 400, "invalid_request_error", "missing_required_parameter", "messages",
+                   "messages[%zu]: 'content' is required", i);
+      return AG_EINVAL;
+    }
+    if (content_text(content, &dst->content) < 0) {
       ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
                    "messages[%zu]: 'content' must be a string or an array of content parts", i);
       return AG_EINVAL;
@@ -449,7 +456,7 @@ static chat *chat_new(ag_api_ctx *ctx, ag_http_req *req, const chat_input *in) {
   c->created = ag_unix_s();
   char uuid[37];
   ag_uuid4(uuid);
-  snprintf(c->completion_id, sizeof c->completion_id, "chatcmpl-%.24s", uuid);
+  snprintf(c->completion_id, sizeof c->completion_id, "chatcmpl-%s", uuid);
   ag_buf_init(&c->chunk, MAX_CHUNK_BYTES);
   return c;
 }

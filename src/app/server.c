@@ -1,7 +1,7 @@
 /* Server wiring and lifecycle (see server.h).
  *
- * Start-up: templates, store (migrations), recovery of sessions left running by a crash,
- * upstream provider (or the offline demo model), runtime, then the listener; /readyz turns 200
+ * Start-up: templates, store (migrations), upstream provider (or the offline demo model), runtime,
+ * the listener, then the sessions a crash or a stop left running are resumed; /readyz turns 200
  * once all of that is up. Shutdown on SIGTERM/SIGINT: stop accepting, refuse new sessions, let
  * running sessions finish for up to shutdown_timeout_ms, then cancel what is left (those stay in
  * the store at their last committed step), close everything and return 0. */
@@ -46,23 +46,12 @@ typedef struct ag_server {
   int exit_code;
 } ag_server;
 
-static void wait_store_op(int err, void *ud) {
-  int *slot = ud;
-  *slot = err < 0 ? err : (err == 0 ? 1 : err + 1);
-}
-
-/* Sessions that were running when the process died cannot be resumed yet (issue 3 adds that):
- * mark them so instead of leaving them "running" forever. */
-static int recover(ag_server *srv) {
-  int result = 0;
-  int rc = ag_store_transition_all(srv->store, "running", "error",
-                                   "interrupted: the server stopped while this session was running", wait_store_op,
-                                   &result);
-  if (rc < 0) return rc;
-  while (result == 0) uv_run(srv->loop, UV_RUN_ONCE);
-  if (result < 0) return result;
-  if (result > 1) ag_log_warn(NULL, "%d session(s) were interrupted by the last stop and marked as error", result - 1);
-  return 0;
+static void on_recovered(int err, size_t n, void *ud) {
+  (void)ud;
+  if (err < 0)
+    ag_log_error(NULL, "could not list the sessions to resume: %s", ag_strerror(err));
+  else if (n)
+    ag_log_info(NULL, "resuming %zu session(s) interrupted by the last stop", n);
 }
 
 static void handle_closed(void *ud) {
@@ -160,10 +149,6 @@ int ag_server_run(const ag_config *cfg) {
     goto fail;
   }
   if ((rc = open_store(cfg, srv.loop, &srv.store)) < 0) goto fail;
-  if ((rc = recover(&srv)) < 0) {
-    ag_log_error(NULL, "start-up recovery failed: %s", ag_strerror(rc));
-    goto fail;
-  }
   if ((rc = ag_http_client_new(srv.loop, &srv.http_client)) < 0) goto fail;
 
   bool offline = !cfg->openai_base_url || !*cfg->openai_base_url;
@@ -197,6 +182,12 @@ int ag_server_run(const ag_config *cfg) {
   srv.api.upstream_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model;
   srv.api.offline = offline;
   srv.api.max_stream_buffer = 8u << 20;
+
+  /* Sessions a crash or a stop left running go on from their last committed step. */
+  if ((rc = ag_runtime_recover(srv.runtime, 100000, on_recovered, &srv)) < 0) {
+    ag_log_error(NULL, "start-up recovery failed: %s", ag_strerror(rc));
+    goto fail;
+  }
 
   ag_http_server_config hc;
   ag_http_server_config_default(&hc);
@@ -236,7 +227,11 @@ int ag_server_run(const ag_config *cfg) {
 
 fail:
   /* Start-up failed: release what was built, in reverse. */
-  if (srv.runtime) ag_runtime_free(srv.runtime);
+  if (srv.runtime) {
+    ag_runtime_shutdown(srv.runtime);
+    while (ag_runtime_active(srv.runtime)) uv_run(srv.loop, UV_RUN_ONCE);
+    ag_runtime_free(srv.runtime);
+  }
   ag_llm_provider_free(srv.provider);
   if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);
   if (srv.store) ag_store_close(srv.store, NULL, NULL);

@@ -87,8 +87,8 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_LOAD_MESSAGES] = "SELECT seq, role, content, tool_calls, tool_call_id, name, created_at "
                          "FROM session_messages WHERE session_id = ?1 ORDER BY seq",
     /* rowid breaks ties between sessions created in the same millisecond: later insert first. */
-    [ST_LIST_SESSIONS] = "SELECT " SESSION_COLS " FROM sessions ORDER BY created_at DESC, rowid DESC "
-                         "LIMIT ?1 OFFSET ?2",
+    [ST_LIST_SESSIONS] = "SELECT " SESSION_COLS " FROM sessions WHERE (?3 IS NULL OR state = ?3) "
+                         "ORDER BY created_at DESC, rowid DESC LIMIT ?1 OFFSET ?2",
     [ST_TRANSITION] = "UPDATE sessions SET state = ?1, error = ?2, updated_at = ?3 WHERE state = ?4",
 };
 
@@ -124,6 +124,7 @@ struct job {
     } load;
     struct {
       int64_t limit, offset;
+      char *state; /* filter, or NULL */
       ag_session_rec *recs; /* output */
       size_t n;
     } list;
@@ -189,7 +190,10 @@ static void job_free(struct job *j) {
     ag_session_rec_free(j->u.load.out);
     ag_message_recs_free(j->u.load.msgs, j->u.load.n_msgs);
     break;
-  case JOB_LIST: ag_session_recs_free(j->u.list.recs, j->u.list.n); break;
+  case JOB_LIST:
+    free(j->u.list.state);
+    ag_session_recs_free(j->u.list.recs, j->u.list.n);
+    break;
   case JOB_TRANSITION:
     free(j->u.tr.from);
     free(j->u.tr.to);
@@ -519,6 +523,7 @@ static int run_list(sq_store *st, struct job *j) {
   binder b = {s, 0, SQLITE_OK};
   bind_int(&b, j->u.list.limit);
   bind_int(&b, j->u.list.offset);
+  bind_text(&b, j->u.list.state);
   size_t cap = 0;
   int src = b.rc;
   while (src == SQLITE_OK || src == SQLITE_ROW) {
@@ -751,11 +756,16 @@ static int sq_load_session(ag_store *base, const char *id, bool with_messages, a
   return submit(st, j);
 }
 
-static int sq_list_sessions(ag_store *base, size_t limit, size_t offset, ag_store_list_fn cb, void *ud) {
+static int sq_list_sessions(ag_store *base, const char *state, size_t limit, size_t offset, ag_store_list_fn cb,
+                            void *ud) {
   sq_store *st = (sq_store *)base;
   if (st->closing) return AG_ESHUTDOWN;
   struct job *j = job_new(JOB_LIST, ud);
   if (!j) return AG_ENOMEM;
+  if (state && !(j->u.list.state = strdup(state))) {
+    job_free(j);
+    return AG_ENOMEM;
+  }
   j->cb.list = cb;
   j->u.list.limit = limit > INT64_MAX ? INT64_MAX : (int64_t)limit;
   j->u.list.offset = offset > INT64_MAX ? INT64_MAX : (int64_t)offset;

@@ -98,7 +98,8 @@ struct ag_store_vtbl {
   const char *name; /* "sqlite", "postgres" */
   int (*commit_step)(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb, void *ud);
   int (*load_session)(ag_store *st, const char *id, bool with_messages, ag_store_session_fn cb, void *ud);
-  int (*list_sessions)(ag_store *st, size_t limit, size_t offset, ag_store_list_fn cb, void *ud);
+  /* Newest first; `state` filters when non-NULL. */
+  int (*list_sessions)(ag_store *st, const char *state, size_t limit, size_t offset, ag_store_list_fn cb, void *ud);
   /* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets
    * the number changed through err >= 0. */
   int (*transition_all)(ag_store *st, const char *from, const char *to, const char *error, ag_store_done_fn cb,
@@ -130,9 +131,9 @@ static inline AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *
                                                       ag_store_session_fn cb, void *ud) {
   return st->vt->load_session(st, id, with_messages, cb, ud);
 }
-static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, size_t limit, size_t offset,
-                                                       ag_store_list_fn cb, void *ud) {
-  return st->vt->list_sessions(st, limit, offset, cb, ud);
+static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit,
+                                                       size_t offset, ag_store_list_fn cb, void *ud) {
+  return st->vt->list_sessions(st, state, limit, offset, cb, ud);
 }
 static inline AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to,
                                                         const char *error, ag_store_done_fn cb, void *ud) {

@@ -372,6 +372,62 @@ static void test_step_cap(void **state) {
   result_deinit(&r);
 }
 
+typedef struct recovered {
+  bool done;
+  int err;
+  size_t n;
+} recovered;
+static void on_recovered(int err, size_t n, void *ud) {
+  recovered *r = ud;
+  r->done = true;
+  r->err = err;
+  r->n = n;
+}
+static void on_commit_done(int err, void *ud) {
+  int *slot = ud;
+  *slot = err < 0 ? err : 1;
+}
+
+/* A session a crash left "running" (its row and first messages committed, nothing more) is
+ * picked up by ag_runtime_recover and runs to completion without an owner. */
+static void test_recover_running(void **state) {
+  fixture *f = *state;
+  ag_session_rec rec = {0};
+  rec.id = "tc_11111111-1111-4111-8111-111111111111";
+  rec.template_name = "tc";
+  rec.template_version = 1;
+  rec.state = "running";
+  rec.task = "What time is it?";
+  rec.stream_format = "openai";
+  rec.created_at = rec.updated_at = 1;
+  ag_message_rec msgs[2] = {{0, "system", "test", NULL, NULL, NULL, 1}, {1, "user", "What time is it?", NULL, NULL, NULL, 1}};
+  ag_step_commit c = {&rec, msgs, 2, NULL, 0, NULL, 0};
+  int done = 0;
+  assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
+  while (!done) uv_run(&f->loop, UV_RUN_ONCE);
+  assert_int_equal(done, 1);
+  /* A waiting session must not be touched by recovery. */
+  rec.id = "tc_22222222-2222-4222-8222-222222222222";
+  rec.state = "waiting_for_clarification";
+  done = 0;
+  assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
+  while (!done) uv_run(&f->loop, UV_RUN_ONCE);
+
+  recovered r = {0};
+  assert_int_equal(ag_runtime_recover(f->rt, 100, on_recovered, &r), 0);
+  run_until(f, &r.done);
+  assert_int_equal(r.err, 0);
+  assert_int_equal(r.n, 1);
+  for (int i = 0; i < 100000 && ag_runtime_active(f->rt); i++) uv_run(&f->loop, UV_RUN_ONCE);
+  loaded l = load(f, "tc_11111111-1111-4111-8111-111111111111");
+  assert_string_equal(l.rec->state, "completed");
+  assert_non_null(strstr(l.rec->result, "[offline demo]"));
+  ag_session_rec_free(l.rec);
+  l = load(f, "tc_22222222-2222-4222-8222-222222222222");
+  assert_string_equal(l.rec->state, "waiting_for_clarification");
+  ag_session_rec_free(l.rec);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_each_kind_completes, setup, teardown),
@@ -379,6 +435,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_resume_unknown, setup, teardown),
       cmocka_unit_test_setup_teardown(test_cancel_waiting_and_detach, setup, teardown),
       cmocka_unit_test_setup_teardown(test_step_cap, setup_stub, teardown),
+      cmocka_unit_test_setup_teardown(test_recover_running, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -169,9 +169,17 @@ static result load(fixture *f, ag_store *st, const char *id, bool with_messages)
   return r;
 }
 
+static result list_state(fixture *f, ag_store *st, const char *state, size_t limit, size_t offset) {
+  result r = {0};
+  assert_int_equal(ag_store_list_sessions(st, state, limit, offset, on_list, &r), 0);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  return r;
+}
+
 static result list(fixture *f, ag_store *st, size_t limit, size_t offset) {
   result r = {0};
-  assert_int_equal(ag_store_list_sessions(st, limit, offset, on_list, &r), 0);
+  assert_int_equal(ag_store_list_sessions(st, NULL, limit, offset, on_list, &r), 0);
   uv_run(&f->loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 1);
   return r;
@@ -519,6 +527,19 @@ static void test_list_and_paginate(void **state) {
   assert_int_equal(r.n_recs, 0);
   result_free(&r);
   r = list(f, st, 0, 0);
+  assert_int_equal(r.n_recs, 0);
+  result_free(&r);
+  /* The state filter. */
+  ag_session_rec w = session("w", "waiting_for_clarification", 50);
+  assert_int_equal(commit_session(f, st, &w), 0);
+  r = list_state(f, st, "waiting_for_clarification", 10, 0);
+  assert_int_equal(r.n_recs, 1);
+  assert_string_equal(r.recs[0].id, "w");
+  result_free(&r);
+  r = list_state(f, st, "completed", 10, 0);
+  assert_int_equal(r.n_recs, 5);
+  result_free(&r);
+  r = list_state(f, st, "running", 10, 0);
   assert_int_equal(r.n_recs, 0);
   result_free(&r);
   close_store(f, st);
