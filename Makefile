@@ -92,8 +92,9 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@scripts/run-fuzz.sh $(FUZZ_BINS)
 
+# Quick figures (start-up, idle RSS, /healthz and chat-session CPU); the full suite is issue 8.
 bench: deps all
-	@echo "benchmarks arrive with issue 8 (bench/)"
+	@bench/quick.sh
 
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)

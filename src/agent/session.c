@@ -24,8 +24,8 @@
 #define MAX_ANSWER_BYTES (4u << 20)
 #define MAX_PROGRESS_RESULT 400 /* tool results are cut to this in progress lines */
 
-static const char *const state_names[] = {"inited",    "running", "waiting_for_clarification", "completed",
-                                          "failed",    "cancelled", "error"};
+static const char *const state_names[] = {"inited",    "running", "waiting_for_clarification", "completed", "failed",
+                                          "cancelled", "error"};
 
 const char *ag_session_state_name(int state) {
   return state >= 0 && state < (int)AG_ARRAY_LEN(state_names) ? state_names[state] : "error";
@@ -61,7 +61,7 @@ struct ag_session {
   int iteration;
   int searches_used;
   int clarifications_used;
-  int llm_calls; /* in this run; capped by tpl->max_steps */
+  int llm_calls;  /* in this run; capped by tpl->max_steps */
   ag_usage total; /* whole session */
   ag_usage run;   /* this run */
   char *task;
@@ -85,8 +85,8 @@ struct ag_session {
   bool detached; /* owner gone */
   int cancel;    /* enum cancel_kind */
   int phase;
-  int step;      /* enum step_kind of the call in flight / just done */
-  int pending;   /* outstanding provider/store callbacks */
+  int step;    /* enum step_kind of the call in flight / just done */
+  int pending; /* outstanding provider/store callbacks */
   ag_llm_call *call;
   void (*after_commit)(ag_session *s);
   int end_err;
@@ -136,7 +136,8 @@ static void exec_rec_deinit(ag_tool_exec_rec *e) {
 
 static void session_free(ag_session *s) {
   s->rt->sessions--;
-  for (size_t i = 0; i < s->n_msgs; i++) ag_msg_deinit(&s->msgs[i]);
+  for (size_t i = 0; i < s->n_msgs; i++)
+    ag_msg_deinit(&s->msgs[i]);
   free(s->msgs);
   free(s->id);
   free(s->task);
@@ -241,11 +242,17 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
     }
   }
   if (rc == 0) {
-    ag_step_commit c = {&rec, mr, n, s->has_exec ? &s->exec : NULL, s->has_exec ? 1 : 0,
-                        s->has_usage ? &s->usage_rec : NULL, s->has_usage ? 1 : 0};
+    ag_step_commit c = {&rec,
+                        mr,
+                        n,
+                        s->has_exec ? &s->exec : NULL,
+                        s->has_exec ? 1 : 0,
+                        s->has_usage ? &s->usage_rec : NULL,
+                        s->has_usage ? 1 : 0};
     rc = ag_store_commit_step(s->rt->cfg.store, &c, on_committed, s);
   }
-  for (size_t i = 0; i < n; i++) free(mr[i].tool_calls);
+  for (size_t i = 0; i < n; i++)
+    free(mr[i].tool_calls);
   free(mr);
   if (rc < 0) return rc;
   s->pending++;
@@ -306,8 +313,7 @@ static void finish(ag_session *s, int state, int err, const char *msg) {
     return;
   }
   s->state = state;
-  if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED)
-    set_str(&s->error, msg);
+  if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED) set_str(&s->error, msg);
   if (commit(s, NULL) < 0) {
     ag_log_error(s->id, "could not queue the final commit");
     s->phase = PH_ENDING;
@@ -508,7 +514,10 @@ static void begin_step(ag_session *s) {
   s->pending++;
   s->phase = PH_LLM;
   ag_log_debug(s->id, "step %d (%s) started, iteration %d", s->llm_calls,
-               s->step == STEP_SGR ? "sgr" : s->step == STEP_REASONING ? "reasoning" : "action", s->iteration);
+               s->step == STEP_SGR         ? "sgr"
+               : s->step == STEP_REASONING ? "reasoning"
+                                           : "action",
+               s->iteration);
 }
 
 static void record_usage(ag_session *s, const ag_chat_result *res) {
@@ -769,7 +778,8 @@ static void cancel_session(ag_session *s, int kind) {
 void ag_runtime_shutdown(ag_runtime *rt) {
   size_t pos = 0;
   ag_session *s;
-  while ((s = ag_map_next(&rt->live, &pos, NULL))) cancel_session(s, CANCEL_SHUTDOWN);
+  while ((s = ag_map_next(&rt->live, &pos, NULL)))
+    cancel_session(s, CANCEL_SHUTDOWN);
 }
 
 void ag_runtime_free(ag_runtime *rt) {

@@ -39,7 +39,7 @@ enum ag_session_state {
   AG_SESSION_ERROR,
 };
 const char *ag_session_state_name(int state); /* "waiting_for_clarification", ... */
-int ag_session_state_parse(const char *s);     /* -1 if unknown */
+int ag_session_state_parse(const char *s);    /* -1 if unknown */
 bool ag_session_state_terminal(int state);
 
 typedef struct ag_runtime_config {
@@ -73,7 +73,7 @@ bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id);
 enum ag_step_event_type { AG_STEP_REASONING, AG_STEP_ACTION, AG_STEP_TOOL_RESULT };
 
 typedef struct ag_step_event {
-  int type;              /* enum ag_step_event_type */
+  int type; /* enum ag_step_event_type */
   int iteration;
   const char *tool_name;
   const char *arguments; /* JSON text (reasoning / action) */

@@ -31,7 +31,8 @@ void ag_template_free(ag_template *t) {
   free(t->description);
   free(t->system_prompt);
   free(t->model);
-  for (size_t i = 0; i < t->n_tools; i++) free(t->tools[i]);
+  for (size_t i = 0; i < t->n_tools; i++)
+    free(t->tools[i]);
   free(t->tools);
   free(t);
 }
@@ -87,11 +88,14 @@ const ag_template *ag_template_set_find(const ag_template_set *set, const char *
 }
 
 size_t ag_template_set_count(const ag_template_set *set) { return set->n; }
-const ag_template *ag_template_set_at(const ag_template_set *set, size_t i) { return i < set->n ? set->items[i] : NULL; }
+const ag_template *ag_template_set_at(const ag_template_set *set, size_t i) {
+  return i < set->n ? set->items[i] : NULL;
+}
 
 void ag_template_set_free(ag_template_set *set) {
   if (!set) return;
-  for (size_t i = 0; i < set->n; i++) ag_template_free(set->items[i]);
+  for (size_t i = 0; i < set->n; i++)
+    ag_template_free(set->items[i]);
   free(set->items);
   ag_map_deinit(&set->by_name);
   free(set);

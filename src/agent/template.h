@@ -25,8 +25,8 @@ typedef struct ag_template {
   char *name;
   char *description;
   int version;
-  int kind;               /* enum ag_agent_kind */
-  int stream_format;      /* enum ag_stream_format (default for requests) */
+  int kind;          /* enum ag_agent_kind */
+  int stream_format; /* enum ag_stream_format (default for requests) */
   char *system_prompt;
   char *model;            /* upstream model; NULL = server default */
   double temperature;     /* < 0 = not sent */

@@ -30,8 +30,8 @@ typedef struct ag_api_ctx {
 void ag_api_handle(ag_http_req *req, void *ud);
 
 /* Sends {"error":{"message","type","code","param"}} with the status and finishes the request. */
-void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param,
-                  const char *fmt, ...) AG_PRINTF(6, 7);
+void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param, const char *fmt,
+                  ...) AG_PRINTF(6, 7);
 
 /* Handlers, one per route family (chat.c, agents.c). `id` is the path's session id. */
 void ag__api_chat_completions(ag_api_ctx *ctx, ag_http_req *req);

@@ -29,15 +29,15 @@ typedef struct chat {
   ag_http_req *req;
   ag_session *session;
   bool stream;
-  int format;        /* enum ag_stream_format, or -1 = the session's */
+  int format; /* enum ag_stream_format, or -1 = the session's */
   bool include_usage;
   bool headers_sent;
-  bool done;         /* the HTTP request is finished */
+  bool done; /* the HTTP request is finished */
   char *session_id;
   char *template_name;
   char completion_id[48];
   int64_t created;
-  ag_buf chunk;      /* scratch for one SSE payload */
+  ag_buf chunk; /* scratch for one SSE payload */
 } chat;
 
 static void chat_free(chat *c) {
@@ -59,7 +59,8 @@ typedef struct chat_input {
 } chat_input;
 
 static void input_deinit(chat_input *in) {
-  for (size_t i = 0; i < in->n; i++) ag_msg_deinit(&in->msgs[i]);
+  for (size_t i = 0; i < in->n; i++)
+    ag_msg_deinit(&in->msgs[i]);
   free(in->msgs);
 }
 
@@ -83,7 +84,8 @@ static int content_text(const ag_json *v, char **out) {
       return AG_EINVAL;
     }
     if (strcmp(type, "text") != 0 || !text) continue; /* images etc. are not supported yet */
-    if ((b.len && ag_buf_append_char(&b, '\n') < 0) || ag_buf_append(&b, text, ag_json_str_len(ag_json_get(part, "text"))) < 0) {
+    if ((b.len && ag_buf_append_char(&b, '\n') < 0) ||
+        ag_buf_append(&b, text, ag_json_str_len(ag_json_get(part, "text"))) < 0) {
       ag_buf_deinit(&b);
       return AG_ETOOBIG;
     }
@@ -206,8 +208,9 @@ static bool send_payload(chat *c) {
 
 static int chunk_head(chat *c) {
   ag_buf_reset(&c->chunk);
-  int rc = ag_buf_appendf(&c->chunk, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
-                          c->completion_id, (long long)c->created);
+  int rc =
+      ag_buf_appendf(&c->chunk, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
+                     c->completion_id, (long long)c->created);
   if (rc == 0) rc = ag_buf_append_json_escaped(&c->chunk, c->session_id, strlen(c->session_id));
   if (rc == 0) rc = ag_buf_append_str(&c->chunk, "\",\"choices\":[{\"index\":0,\"delta\":{");
   return rc;
@@ -385,7 +388,8 @@ static void respond_completion(chat *c, const ag_run_end *end) {
   int rc = ag_buf_appendf(&b, "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":%lld,\"model\":\"",
                           c->completion_id, (long long)c->created);
   if (rc == 0) rc = ag_buf_append_json_escaped(&b, c->session_id, strlen(c->session_id));
-  if (rc == 0) rc = ag_buf_append_str(&b, "\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
+  if (rc == 0)
+    rc = ag_buf_append_str(&b, "\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"");
   if (rc == 0) rc = ag_buf_append_json_escaped(&b, text, strlen(text));
   if (rc == 0) rc = ag_buf_append_str(&b, "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"stop\"}],");
   if (rc == 0) rc = append_usage(&b, &end->usage);

@@ -8,8 +8,8 @@
 #include "base/json.h"
 #include "net/http_server.h"
 
-void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param,
-                  const char *fmt, ...) {
+void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param, const char *fmt,
+                  ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
@@ -26,7 +26,8 @@ void ag_api_error(ag_http_req *req, int status, const char *type, const char *co
   if (rc == 0) rc = ag_buf_append_str(&b, "}}");
   if (rc < 0) {
     ag_buf_reset(&b);
-    rc = ag_buf_append_str(&b, "{\"error\":{\"message\":\"error\",\"type\":\"server_error\",\"code\":null,\"param\":null}}");
+    rc = ag_buf_append_str(
+        &b, "{\"error\":{\"message\":\"error\",\"type\":\"server_error\",\"code\":null,\"param\":null}}");
   }
   (void)ag_http_respond(req, status, "application/json", NULL, b.ptr, b.len);
   ag_buf_deinit(&b);

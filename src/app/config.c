@@ -97,8 +97,7 @@ static const setting settings[] = {
     {"AGENTD_MODEL", "model", 0, OFF(model)},
     {"AGENTD_LOG_LEVEL", "log_level", 4, OFF(log_level)},
     {"AGENTD_UPSTREAM_CONNECT_TIMEOUT_MS", "upstream_connect_timeout_ms", 1, OFF(upstream_connect_timeout_ms)},
-    {"AGENTD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "upstream_first_byte_timeout_ms", 1,
-     OFF(upstream_first_byte_timeout_ms)},
+    {"AGENTD_UPSTREAM_FIRST_BYTE_TIMEOUT_MS", "upstream_first_byte_timeout_ms", 1, OFF(upstream_first_byte_timeout_ms)},
     {"AGENTD_UPSTREAM_IDLE_TIMEOUT_MS", "upstream_idle_timeout_ms", 1, OFF(upstream_idle_timeout_ms)},
     {"AGENTD_UPSTREAM_TOTAL_TIMEOUT_MS", "upstream_total_timeout_ms", 1, OFF(upstream_total_timeout_ms)},
     {"AGENTD_UPSTREAM_MAX_RETRIES", "upstream_max_retries", 2, OFF(upstream_max_retries)},
@@ -133,15 +132,20 @@ static int apply(ag_config *c, const setting *s, const char *v, char *err, size_
     break;
   case 4: {
     int lvl = ag_log_parse_level(v);
-    if (lvl < 0) rc = AG_EINVAL;
-    else *(int *)(base + s->off) = lvl;
+    if (lvl < 0)
+      rc = AG_EINVAL;
+    else
+      *(int *)(base + s->off) = lvl;
     break;
   }
   case 5: rc = ag_config_set_listen(c, v); break;
   case 6:
-    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0) *(bool *)(base + s->off) = true;
-    else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0) *(bool *)(base + s->off) = false;
-    else rc = AG_EINVAL;
+    if (strcmp(v, "1") == 0 || strcmp(v, "true") == 0)
+      *(bool *)(base + s->off) = true;
+    else if (strcmp(v, "0") == 0 || strcmp(v, "false") == 0)
+      *(bool *)(base + s->off) = false;
+    else
+      rc = AG_EINVAL;
     break;
   }
   if (rc < 0) snprintf(err, errlen, "invalid value for %s: '%s'", s->env, v);
@@ -170,7 +174,8 @@ int ag_config_load(ag_config *c, const char *path, char *err, size_t errlen) {
   char chunk[4096];
   size_t n;
   int rc = 0;
-  while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(&b, chunk, n);
+  while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    rc = ag_buf_append(&b, chunk, n);
   fclose(f);
   if (rc < 0) {
     snprintf(err, errlen, "config file %s is too large (1 MiB at most)", path);

@@ -13,11 +13,11 @@
 typedef struct ag_config {
   char *listen_host;
   int listen_port;
-  char *db;               /* SQLite path, sqlite://path, later postgres://... */
+  char *db; /* SQLite path, sqlite://path, later postgres://... */
   char *templates_dir;
-  char *openai_base_url;  /* NULL/empty: the offline scripted demo model */
+  char *openai_base_url; /* NULL/empty: the offline scripted demo model */
   char *openai_api_key;
-  char *model;            /* upstream model name */
+  char *model; /* upstream model name */
   int log_level;
   uint64_t upstream_connect_timeout_ms;
   uint64_t upstream_first_byte_timeout_ms;

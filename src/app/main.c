@@ -11,21 +11,23 @@
 #define AGENTD_VERSION "0.1.0"
 
 static void usage(FILE *out) {
-  fprintf(out, "agentd %s: a self-hosted agent platform with an OpenAI-compatible API\n\n"
-               "Usage: agentd [COMMAND] [OPTIONS]\n\n"
-               "Commands:\n"
-               "  serve      run the server (the default)\n"
-               "  migrate    apply database migrations and exit\n"
-               "  version    print the version\n"
-               "  help       this text; `agentd serve --help` lists every setting\n",
+  fprintf(out,
+          "agentd %s: a self-hosted agent platform with an OpenAI-compatible API\n\n"
+          "Usage: agentd [COMMAND] [OPTIONS]\n\n"
+          "Commands:\n"
+          "  serve      run the server (the default)\n"
+          "  migrate    apply database migrations and exit\n"
+          "  version    print the version\n"
+          "  help       this text; `agentd serve --help` lists every setting\n",
           AGENTD_VERSION);
 }
 
 static void serve_usage(FILE *out) {
-  fprintf(out, "Usage: agentd serve|migrate [--config FILE] [--listen HOST:PORT] [--db PATH] [--templates DIR]\n"
-               "                    [--log-level LEVEL]\n\n"
-               "Options override environment variables, which override the config file (JSON, also\n"
-               "AGENTD_CONFIG), which overrides the built-in defaults.\n\n%s",
+  fprintf(out,
+          "Usage: agentd serve|migrate [--config FILE] [--listen HOST:PORT] [--db PATH] [--templates DIR]\n"
+          "                    [--log-level LEVEL]\n\n"
+          "Options override environment variables, which override the config file (JSON, also\n"
+          "AGENTD_CONFIG), which overrides the built-in defaults.\n\n%s",
           ag_config_help());
 }
 

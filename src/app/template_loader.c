@@ -77,7 +77,8 @@ int ag_template_parse(const char *json, size_t len, ag_template **out, char *err
     goto fail;
   }
   long long version = 1;
-  if (ag_json_get(root, "version") && (!ag_json_get_int(root, "version", &version) || version < 1 || version > 1000000)) {
+  if (ag_json_get(root, "version") &&
+      (!ag_json_get_int(root, "version", &version) || version < 1 || version > 1000000)) {
     snprintf(err, errlen, "'version' must be a positive integer");
     goto fail;
   }
@@ -137,7 +138,8 @@ static int read_file(const char *path, ag_buf *b) {
   char chunk[4096];
   size_t n;
   int rc = 0;
-  while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0) rc = ag_buf_append(b, chunk, n);
+  while (rc == 0 && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
+    rc = ag_buf_append(b, chunk, n);
   fclose(f);
   return rc;
 }
@@ -187,12 +189,14 @@ int ag_templates_load_dir(const char *dir, ag_template_set *set, char *err, size
       if (rc < 0) {
         snprintf(err, errlen, "%s: %s", path, terr);
       } else if ((rc = ag_template_set_add_take(set, t)) < 0) {
-        snprintf(err, errlen, "%s: %s", path, rc == AG_EEXIST ? "a template with this name is already loaded" : "out of memory");
+        snprintf(err, errlen, "%s: %s", path,
+                 rc == AG_EEXIST ? "a template with this name is already loaded" : "out of memory");
       }
     }
     ag_buf_deinit(&b);
   }
-  for (size_t i = 0; i < n; i++) free(names[i]);
+  for (size_t i = 0; i < n; i++)
+    free(names[i]);
   free(names);
   return rc;
 }

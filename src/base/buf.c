@@ -58,7 +58,8 @@ static int reserve(ag_buf *b, size_t extra) {
   size_t need = b->len + extra + 1;
   if (need <= b->cap) return 0;
   size_t cap = b->cap ? b->cap : 64;
-  while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+  while (cap < need)
+    cap = cap > SIZE_MAX / 2 ? need : cap * 2;
   char *p = realloc(b->ptr, cap);
   if (!p) return AG_ENOMEM;
   b->ptr = p;
@@ -119,8 +120,12 @@ int ag_buf_append_json_escaped(ag_buf *b, const char *s, size_t len) {
     case '\f': esc = "\\f"; break;
     default:
       if (c < 0x20) {
-        u[0] = '\\'; u[1] = 'u'; u[2] = '0'; u[3] = '0';
-        u[4] = hex[c >> 4]; u[5] = hex[c & 15];
+        u[0] = '\\';
+        u[1] = 'u';
+        u[2] = '0';
+        u[3] = '0';
+        u[4] = hex[c >> 4];
+        u[5] = hex[c & 15];
       } else {
         continue;
       }

@@ -27,7 +27,7 @@ bool ag_slice_starts_with(ag_slice a, const char *prefix);
 char *ag_slice_dup(ag_slice s);
 
 typedef struct ag_buf {
-  char *ptr;  /* NULL until the first append */
+  char *ptr; /* NULL until the first append */
   size_t len;
   size_t cap;
   size_t max; /* hard cap on len */

@@ -5,21 +5,21 @@
 
 enum ag_err {
   AG_OK = 0,
-  AG_ENOMEM = -1,      /* allocation failed */
-  AG_EINVAL = -2,      /* bad argument or malformed input */
-  AG_ETOOBIG = -3,     /* input exceeds a configured cap */
-  AG_ENOTFOUND = -4,   /* no such object */
-  AG_EEXIST = -5,      /* object already exists / duplicate */
-  AG_EIO = -6,         /* I/O error (socket, file) */
-  AG_ETIMEDOUT = -7,   /* an external call took longer than its timeout */
-  AG_EPROTO = -8,      /* peer violated its protocol (malformed HTTP, SSE, JSON) */
-  AG_ECANCELED = -9,   /* operation cancelled (client gone, shutdown) */
-  AG_ESTATE = -10,     /* object is in the wrong state for this operation */
-  AG_EUPSTREAM = -11,  /* upstream answered with an error status */
-  AG_EDB = -12,        /* storage backend error */
-  AG_ELIMIT = -13,     /* a hard limit (steps, clarifications) was reached */
-  AG_ECONNECT = -14,   /* could not connect */
-  AG_ESHUTDOWN = -15,  /* the server is shutting down */
+  AG_ENOMEM = -1,     /* allocation failed */
+  AG_EINVAL = -2,     /* bad argument or malformed input */
+  AG_ETOOBIG = -3,    /* input exceeds a configured cap */
+  AG_ENOTFOUND = -4,  /* no such object */
+  AG_EEXIST = -5,     /* object already exists / duplicate */
+  AG_EIO = -6,        /* I/O error (socket, file) */
+  AG_ETIMEDOUT = -7,  /* an external call took longer than its timeout */
+  AG_EPROTO = -8,     /* peer violated its protocol (malformed HTTP, SSE, JSON) */
+  AG_ECANCELED = -9,  /* operation cancelled (client gone, shutdown) */
+  AG_ESTATE = -10,    /* object is in the wrong state for this operation */
+  AG_EUPSTREAM = -11, /* upstream answered with an error status */
+  AG_EDB = -12,       /* storage backend error */
+  AG_ELIMIT = -13,    /* a hard limit (steps, clarifications) was reached */
+  AG_ECONNECT = -14,  /* could not connect */
+  AG_ESHUTDOWN = -15, /* the server is shutting down */
 };
 
 /* Static, never NULL. */

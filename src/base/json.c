@@ -29,7 +29,9 @@ int ag_json_type(const ag_json *j) {
   }
 }
 
-ag_json *ag_json_get(const ag_json *obj, const char *key) { return json_is_object(obj) ? json_object_get(obj, key) : NULL; }
+ag_json *ag_json_get(const ag_json *obj, const char *key) {
+  return json_is_object(obj) ? json_object_get(obj, key) : NULL;
+}
 const char *ag_json_str(const ag_json *j) { return json_is_string(j) ? json_string_value(j) : NULL; }
 size_t ag_json_str_len(const ag_json *j) { return json_is_string(j) ? json_string_length(j) : 0; }
 const char *ag_json_get_str(const ag_json *obj, const char *key) { return ag_json_str(ag_json_get(obj, key)); }
@@ -93,7 +95,9 @@ int ag_json_push_take(ag_json *arr, ag_json *val) {
 
 int ag_json_del(ag_json *obj, const char *key) { return json_object_del(obj, key) == 0 ? 0 : AG_ENOTFOUND; }
 
-static int dump_cb(const char *buffer, size_t size, void *data) { return ag_buf_append(data, buffer, size) < 0 ? -1 : 0; }
+static int dump_cb(const char *buffer, size_t size, void *data) {
+  return ag_buf_append(data, buffer, size) < 0 ? -1 : 0;
+}
 
 int ag_json_dump(const ag_json *j, ag_buf *out) {
   return json_dump_callback(j, dump_cb, out, JSON_COMPACT | JSON_ENCODE_ANY) == 0 ? 0 : AG_ETOOBIG;

@@ -36,8 +36,8 @@ ag_json *ag_json_get(const ag_json *obj, const char *key); /* NULL if absent or 
 const char *ag_json_str(const ag_json *j);                 /* NULL unless a string */
 size_t ag_json_str_len(const ag_json *j);
 const char *ag_json_get_str(const ag_json *obj, const char *key);
-bool ag_json_get_int(const ag_json *obj, const char *key, long long *out);  /* integer only */
-bool ag_json_get_num(const ag_json *obj, const char *key, double *out);     /* int or real */
+bool ag_json_get_int(const ag_json *obj, const char *key, long long *out); /* integer only */
+bool ag_json_get_num(const ag_json *obj, const char *key, double *out);    /* int or real */
 bool ag_json_get_bool(const ag_json *obj, const char *key, bool *out);
 long long ag_json_int(const ag_json *j);
 double ag_json_num(const ag_json *j);

@@ -36,7 +36,8 @@ static void flush(ag_json_scan *s, bool done) {
   if (s->in_key || (!s->outlen && !done)) return;
   /* Only string values directly or indirectly inside an object are reported. */
   const char *path[AG_JSON_SCAN_MAX_DEPTH];
-  for (int i = 0; i < s->depth; i++) path[i] = s->kind[i] == 'o' ? s->keys[i] : NULL;
+  for (int i = 0; i < s->depth; i++)
+    path[i] = s->kind[i] == 'o' ? s->keys[i] : NULL;
   if (s->cb) s->cb(path, (size_t)s->depth, s->out, s->outlen, done, s->ud);
   s->outlen = 0;
 }
@@ -147,7 +148,8 @@ bool ag_json_scan_feed(ag_json_scan *s, const char *data, size_t len) {
     case S_STR: {
       /* Copy the longest run without quote, backslash or control characters in one go. */
       size_t j = i;
-      while (j < len && data[j] != '"' && data[j] != '\\' && (unsigned char)data[j] >= 0x20) j++;
+      while (j < len && data[j] != '"' && data[j] != '\\' && (unsigned char)data[j] >= 0x20)
+        j++;
       if (j > i) {
         if (s->high) return fail(s); /* lone high surrogate */
         emit(s, data + i, j - i);

@@ -28,14 +28,14 @@ typedef struct ag_json_scan {
   int state;
   int depth;
   bool failed;
-  char kind[AG_JSON_SCAN_MAX_DEPTH];                          /* 'o' or 'a' */
+  char kind[AG_JSON_SCAN_MAX_DEPTH];                           /* 'o' or 'a' */
   char keys[AG_JSON_SCAN_MAX_DEPTH][AG_JSON_SCAN_MAX_KEY + 1]; /* current key per object level */
   size_t keylen;
   bool key_overflow;
   bool in_key;
-  unsigned ucount;       /* hex digits read of \uXXXX */
+  unsigned ucount; /* hex digits read of \uXXXX */
   unsigned ucode;
-  unsigned high;         /* pending high surrogate */
+  unsigned high; /* pending high surrogate */
   char out[256];
   size_t outlen;
 } ag_json_scan;

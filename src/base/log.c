@@ -35,8 +35,8 @@ void ag__log_write(int level, const char *session, const char *fmt, ...) {
   struct tm tm;
   gmtime_r(&ts.tv_sec, &tm);
   char when[64];
-  snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ts.tv_nsec / 1000000) % 1000);
+  snprintf(when, sizeof when, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, (long)(ts.tv_nsec / 1000000) % 1000);
 
   char line[4096];
   ag_buf b = {line, 0, sizeof line, sizeof line - 1};
@@ -53,7 +53,7 @@ void ag__log_write(int level, const char *session, const char *fmt, ...) {
   if (rc < 0) {
     b.len = 0;
     if (ag_buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"(log line too long)\"}\n", when,
-                         names[level & 3]) < 0)
+                       names[level & 3]) < 0)
       return;
   }
   ssize_t w = write(STDERR_FILENO, b.ptr, b.len);

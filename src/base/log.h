@@ -18,9 +18,9 @@ int ag_log_parse_level(const char *name);
 /* `session` may be NULL. */
 void ag__log_write(int level, const char *session, const char *fmt, ...) AG_PRINTF(3, 4);
 
-#define AG_LOG(level, session, ...)                                                             \
-  do {                                                                                          \
-    if ((level) <= ag__log_level) ag__log_write((level), (session), __VA_ARGS__);               \
+#define AG_LOG(level, session, ...)                                                                                    \
+  do {                                                                                                                 \
+    if ((level) <= ag__log_level) ag__log_write((level), (session), __VA_ARGS__);                                      \
   } while (0)
 #define ag_log_error(session, ...) AG_LOG(AG_LOG_ERROR, session, __VA_ARGS__)
 #define ag_log_warn(session, ...) AG_LOG(AG_LOG_WARN, session, __VA_ARGS__)

@@ -6,7 +6,7 @@
 #include <string.h>
 
 struct ag_map_slot {
-  char *key;     /* NULL: empty; TOMB: deleted */
+  char *key; /* NULL: empty; TOMB: deleted */
   void *value;
   uint64_t hash;
 };
@@ -16,7 +16,8 @@ static char tomb_marker;
 
 static uint64_t hash_str(const char *s) {
   uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  for (; *s; s++)
+    h = (h ^ (unsigned char)*s) * 1099511628211ull;
   return h;
 }
 
@@ -48,7 +49,8 @@ static int grow(ag_map *m) {
     ag_map_slot *s = &m->slots[i];
     if (!s->key || s->key == TOMB) continue;
     size_t j = s->hash & (ncap - 1);
-    while (ns[j].key) j = (j + 1) & (ncap - 1);
+    while (ns[j].key)
+      j = (j + 1) & (ncap - 1);
     ns[j] = *s;
   }
   free(m->slots);
@@ -77,7 +79,8 @@ int ag_map_put(ag_map *m, const char *key, void *value) {
   char *k = strdup(key);
   if (!k) return AG_ENOMEM;
   size_t i = h & (m->cap - 1);
-  while (m->slots[i].key && m->slots[i].key != TOMB) i = (i + 1) & (m->cap - 1);
+  while (m->slots[i].key && m->slots[i].key != TOMB)
+    i = (i + 1) & (m->cap - 1);
   if (!m->slots[i].key) m->used++;
   m->slots[i] = (ag_map_slot){k, value, h};
   m->len++;

@@ -11,9 +11,9 @@ typedef struct ag_map_slot ag_map_slot;
 
 typedef struct ag_map {
   ag_map_slot *slots;
-  size_t cap;   /* power of two, or 0 */
-  size_t len;   /* live entries */
-  size_t used;  /* live + tombstones */
+  size_t cap;  /* power of two, or 0 */
+  size_t len;  /* live entries */
+  size_t used; /* live + tombstones */
 } ag_map;
 
 void ag_map_init(ag_map *m);

@@ -34,8 +34,8 @@ typedef struct ag_msg {
   char *content;            /* NULL when absent */
   ag_tool_call *tool_calls; /* assistant only */
   size_t n_tool_calls;
-  char *tool_call_id;       /* tool only */
-  char *name;               /* tool only: the tool's name */
+  char *tool_call_id; /* tool only */
+  char *name;         /* tool only: the tool's name */
 } ag_msg;
 
 void ag_msg_deinit(ag_msg *m);
@@ -64,10 +64,10 @@ typedef struct ag_chat_request {
   const char *tool_choice_name; /* for AG_TOOL_CHOICE_NAMED */
   const char *response_schema;  /* JSON Schema text for response_format json_schema (strict), or NULL */
   const char *response_schema_name;
-  double temperature;           /* < 0: not sent */
-  int max_tokens;               /* <= 0: not sent */
-  bool stream;                  /* stream from upstream (deltas arrive as they come) */
-  const char *session_id;       /* for logs only */
+  double temperature;     /* < 0: not sent */
+  int max_tokens;         /* <= 0: not sent */
+  bool stream;            /* stream from upstream (deltas arrive as they come) */
+  const char *session_id; /* for logs only */
 } ag_chat_request;
 
 typedef struct ag_usage {
@@ -86,9 +86,9 @@ typedef struct ag_chat_result {
 void ag_chat_result_free(ag_chat_result *r);
 
 typedef struct ag_llm_error {
-  int code;            /* AG_E* */
-  long http_status;    /* upstream status, 0 if none */
-  char message[512];   /* human-readable, safe to show to a client (never contains the API key) */
+  int code;          /* AG_E* */
+  long http_status;  /* upstream status, 0 if none */
+  char message[512]; /* human-readable, safe to show to a client (never contains the API key) */
 } ag_llm_error;
 
 typedef struct ag_chat_callbacks {
@@ -130,17 +130,17 @@ static inline void ag_llm_provider_free(ag_llm_provider *p) {
 
 /* ---- the OpenAI-compatible HTTP provider (openai.c) ---- */
 typedef struct ag_openai_config {
-  const char *base_url;          /* e.g. "https://api.openai.com/v1" (".../chat/completions" is appended) */
-  const char *api_key;           /* may be NULL/empty (local servers) */
-  uint64_t connect_timeout_ms;   /* 0 = 10 s */
-  uint64_t first_byte_timeout_ms;/* 0 = 120 s */
-  uint64_t idle_timeout_ms;      /* 0 = 120 s: longest silence inside a stream */
-  uint64_t total_timeout_ms;     /* 0 = 10 min */
-  int max_retries;               /* attempts after the first, on 429/5xx/connect errors/timeouts before any
-                                    delta was delivered; default 3 (negative = 0) */
-  uint64_t retry_base_ms;        /* first backoff; doubled each time, with full jitter; 0 = 500 ms */
-  uint64_t retry_max_ms;         /* cap on one backoff (and on Retry-After honoured); 0 = 30 s */
-  size_t max_response_bytes;     /* 0 = 16 MiB */
+  const char *base_url;           /* e.g. "https://api.openai.com/v1" (".../chat/completions" is appended) */
+  const char *api_key;            /* may be NULL/empty (local servers) */
+  uint64_t connect_timeout_ms;    /* 0 = 10 s */
+  uint64_t first_byte_timeout_ms; /* 0 = 120 s */
+  uint64_t idle_timeout_ms;       /* 0 = 120 s: longest silence inside a stream */
+  uint64_t total_timeout_ms;      /* 0 = 10 min */
+  int max_retries;                /* attempts after the first, on 429/5xx/connect errors/timeouts before any
+                                     delta was delivered; default 3 (negative = 0) */
+  uint64_t retry_base_ms;         /* first backoff; doubled each time, with full jitter; 0 = 500 ms */
+  uint64_t retry_max_ms;          /* cap on one backoff (and on Retry-After honoured); 0 = 30 s */
+  size_t max_response_bytes;      /* 0 = 16 MiB */
 } ag_openai_config;
 
 /* The http client is borrowed and must outlive the provider. */

@@ -26,7 +26,8 @@ void ag_tool_call_deinit(ag_tool_call *tc) {
 void ag_msg_deinit(ag_msg *m) {
   if (!m) return;
   free(m->content);
-  for (size_t i = 0; i < m->n_tool_calls; i++) ag_tool_call_deinit(&m->tool_calls[i]);
+  for (size_t i = 0; i < m->n_tool_calls; i++)
+    ag_tool_call_deinit(&m->tool_calls[i]);
   free(m->tool_calls);
   free(m->tool_call_id);
   free(m->name);
@@ -104,7 +105,8 @@ int ag_tool_calls_from_json(const char *json, ag_tool_call **calls, size_t *n) {
     out[i].name = strdup(name ? name : "");
     out[i].arguments = strdup(args ? args : "{}");
     if (!out[i].id || !out[i].name || !out[i].arguments) {
-      for (size_t k = 0; k <= i; k++) ag_tool_call_deinit(&out[k]);
+      for (size_t k = 0; k <= i; k++)
+        ag_tool_call_deinit(&out[k]);
       free(out);
       ag_json_free(arr);
       return AG_ENOMEM;

@@ -31,10 +31,10 @@ struct ag_llm_call {
   uv_timer_t timer;
   ag_chat_callbacks cbs;
   ag_chat_result *result;
-  bool is_tool;    /* deltas are tool-call argument fragments (else content) */
-  char *text;      /* the content or the arguments to stream */
+  bool is_tool; /* deltas are tool-call argument fragments (else content) */
+  char *text;   /* the content or the arguments to stream */
   size_t len, pos;
-  int step;        /* deltas sent */
+  int step; /* deltas sent */
   bool cancelled;
   bool done;
 };
@@ -65,12 +65,12 @@ static int tool_role(const char *name) {
 
 /* Facts about the conversation the script needs. */
 typedef struct convo {
-  const char *task;           /* first user message */
-  const char *last_user;      /* latest user message */
+  const char *task;      /* first user message */
+  const char *last_user; /* latest user message */
   bool asked_clarification;
-  bool reasoned_since_turn;   /* a reasoning call after the latest user or plain-tool turn */
+  bool reasoned_since_turn; /* a reasoning call after the latest user or plain-tool turn */
   bool ran_plain_tool;
-  const char *tool_name;      /* latest plain tool that ran */
+  const char *tool_name; /* latest plain tool that ran */
   const char *tool_result;
 } convo;
 
@@ -137,8 +137,9 @@ static ag_json *strings(const char *a, const char *b) {
 static char *final_text(const convo *c) {
   ag_buf b;
   ag_buf_init(&b, 64 * 1024);
-  int rc = ag_buf_appendf(&b, "[offline demo] This answer comes from agentd's scripted demo model, not from an LLM. "
-                              "Your request was: \"%.300s\".",
+  int rc = ag_buf_appendf(&b,
+                          "[offline demo] This answer comes from agentd's scripted demo model, not from an LLM. "
+                          "Your request was: \"%.300s\".",
                           c->task ? c->task : "");
   if (rc == 0 && c->asked_clarification && c->last_user && c->last_user != c->task)
     rc = ag_buf_appendf(&b, " Your clarification: \"%.300s\".", c->last_user);
@@ -160,11 +161,15 @@ static ag_json *make_args(int role, const ag_json *schema, const convo *c) {
   int rc = 0;
   switch (role) {
   case ROLE_REASONING:
-    rc = ag_json_set_take(a, "reasoning_steps", strings("Read the request.", c->ran_plain_tool ? "A tool has run." : "Plan one tool call.")) |
-         ag_json_set_take(a, "current_situation", ag_json_string_new(c->ran_plain_tool ? "The tool result is in." : "Starting the task.")) |
-         ag_json_set_take(a, "plan_status", ag_json_string_new(c->ran_plain_tool ? "ready to answer" : "gathering data")) |
+    rc = ag_json_set_take(a, "reasoning_steps",
+                          strings("Read the request.", c->ran_plain_tool ? "A tool has run." : "Plan one tool call.")) |
+         ag_json_set_take(a, "current_situation",
+                          ag_json_string_new(c->ran_plain_tool ? "The tool result is in." : "Starting the task.")) |
+         ag_json_set_take(a, "plan_status",
+                          ag_json_string_new(c->ran_plain_tool ? "ready to answer" : "gathering data")) |
          ag_json_set_take(a, "enough_data", ag_json_bool_new(c->ran_plain_tool)) |
-         ag_json_set_take(a, "remaining_steps", strings(c->ran_plain_tool ? "Give the final answer." : "Call a tool.", NULL)) |
+         ag_json_set_take(a, "remaining_steps",
+                          strings(c->ran_plain_tool ? "Give the final answer." : "Call a tool.", NULL)) |
          ag_json_set_take(a, "task_completed", ag_json_bool_new(false));
     break;
   case ROLE_CLARIFY:
@@ -176,15 +181,14 @@ static ag_json *make_args(int role, const ag_json *schema, const convo *c) {
   case ROLE_FINAL: {
     char *text = final_text(c);
     rc = ag_json_set_take(a, "reasoning", ag_json_string_new("The script has reached its answer.")) |
-         ag_json_set_take(a, "completed_steps", strings("Reasoned about the request.", c->ran_plain_tool ? "Called a tool." : NULL)) |
+         ag_json_set_take(a, "completed_steps",
+                          strings("Reasoned about the request.", c->ran_plain_tool ? "Called a tool." : NULL)) |
          ag_json_set_take(a, "answer", text ? ag_json_string_new(text) : NULL) |
          ag_json_set_take(a, "status", ag_json_string_new("completed"));
     free(text);
     break;
   }
-  default:
-    ag_json_free(a);
-    return args_from_schema(schema, c->task);
+  default: ag_json_free(a); return args_from_schema(schema, c->task);
   }
   if (rc != 0) {
     ag_json_free(a);
@@ -203,7 +207,8 @@ typedef struct choice {
 static bool pick(const convo *c, const choice *offered, size_t n, choice *out) {
   const choice *by_role[4] = {NULL, NULL, NULL, NULL};
   for (size_t i = 0; i < n; i++)
-    if (offered[i].role >= 0 && offered[i].role < 4 && !by_role[offered[i].role]) by_role[offered[i].role] = &offered[i];
+    if (offered[i].role >= 0 && offered[i].role < 4 && !by_role[offered[i].role])
+      by_role[offered[i].role] = &offered[i];
   const choice *ch = NULL;
   if (ci_contains(c->task, "clarify") && !c->asked_clarification && by_role[ROLE_CLARIFY])
     ch = by_role[ROLE_CLARIFY];
@@ -256,7 +261,8 @@ static void on_timer(uv_timer_t *t) {
   size_t piece = call->len / N_DELTAS + 1;
   size_t n = call->len - call->pos < piece ? call->len - call->pos : piece;
   /* Do not split a UTF-8 sequence. */
-  while (call->pos + n < call->len && ((unsigned char)call->text[call->pos + n] & 0xC0) == 0x80) n++;
+  while (call->pos + n < call->len && ((unsigned char)call->text[call->pos + n] & 0xC0) == 0x80)
+    n++;
   if (call->is_tool) {
     const ag_tool_call *tc = &call->result->message.tool_calls[0];
     call->cbs.on_tool_call_delta(0, call->step == 0 ? tc->id : NULL, call->step == 0 ? tc->name : NULL,
@@ -358,7 +364,8 @@ static int build(const ag_chat_request *req, ag_llm_call *call) {
   call->len = strlen(call->text);
   /* Rough token counts so usage is never zero in the demo. */
   size_t in = 0;
-  for (size_t i = 0; i < req->n_messages; i++) in += req->messages[i].content ? strlen(req->messages[i].content) : 0;
+  for (size_t i = 0; i < req->n_messages; i++)
+    in += req->messages[i].content ? strlen(req->messages[i].content) : 0;
   r->usage.prompt_tokens = (int64_t)(in / 4 + 1);
   r->usage.completion_tokens = (int64_t)(call->len / 4 + 1);
   r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;

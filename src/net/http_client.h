@@ -21,16 +21,16 @@ typedef struct ag_http_client ag_http_client;
 typedef struct ag_http_call ag_http_call;
 
 typedef struct ag_http_call_opts {
-  const char *method;            /* "GET", "POST" */
+  const char *method; /* "GET", "POST" */
   const char *url;
-  const char *const *headers;    /* NULL-terminated "Name: value" strings, or NULL */
-  const char *body;              /* copied by start; may be NULL */
+  const char *const *headers; /* NULL-terminated "Name: value" strings, or NULL */
+  const char *body;           /* copied by start; may be NULL */
   size_t body_len;
-  uint64_t connect_timeout_ms;   /* 0 = 10 s */
-  uint64_t first_byte_timeout_ms;/* 0 = 60 s */
-  uint64_t idle_timeout_ms;      /* 0 = 60 s */
-  uint64_t total_timeout_ms;     /* 0 = 10 min */
-  size_t max_response_bytes;     /* 0 = 64 MiB; more -> AG_ETOOBIG */
+  uint64_t connect_timeout_ms;    /* 0 = 10 s */
+  uint64_t first_byte_timeout_ms; /* 0 = 60 s */
+  uint64_t idle_timeout_ms;       /* 0 = 60 s */
+  uint64_t total_timeout_ms;      /* 0 = 10 min */
+  size_t max_response_bytes;      /* 0 = 64 MiB; more -> AG_ETOOBIG */
 
   /* Called once when the status line and headers are in. `retry_after_ms` is the parsed
    * Retry-After header (seconds or HTTP date) or -1. */

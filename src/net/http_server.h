@@ -26,15 +26,15 @@ typedef struct ag_http_server ag_http_server;
 typedef struct ag_http_req ag_http_req;
 
 typedef struct ag_http_server_config {
-  const char *host;             /* "127.0.0.1" */
-  int port;                     /* 0 = pick a free port (see ag_http_server_port) */
-  size_t max_header_bytes;      /* request line + all headers; default 16 KiB -> 431 */
-  unsigned max_headers;         /* default 64 -> 431 */
-  size_t max_body_bytes;        /* default 4 MiB -> 413 */
-  uint64_t idle_timeout_ms;     /* keep-alive connection with no request in progress; default 60 s */
-  uint64_t request_timeout_ms;  /* from first byte of a request until fully read; default 30 s -> 408 */
-  size_t max_connections;       /* default 10000; beyond that new connections are closed at once */
-  size_t sse_high_water_bytes;  /* pending output above which ag_http_req_writable() is false; 256 KiB */
+  const char *host;            /* "127.0.0.1" */
+  int port;                    /* 0 = pick a free port (see ag_http_server_port) */
+  size_t max_header_bytes;     /* request line + all headers; default 16 KiB -> 431 */
+  unsigned max_headers;        /* default 64 -> 431 */
+  size_t max_body_bytes;       /* default 4 MiB -> 413 */
+  uint64_t idle_timeout_ms;    /* keep-alive connection with no request in progress; default 60 s */
+  uint64_t request_timeout_ms; /* from first byte of a request until fully read; default 30 s -> 408 */
+  size_t max_connections;      /* default 10000; beyond that new connections are closed at once */
+  size_t sse_high_water_bytes; /* pending output above which ag_http_req_writable() is false; 256 KiB */
 } ag_http_server_config;
 
 /* Fills cfg with the defaults above (host 127.0.0.1, port 8080). */
@@ -82,8 +82,8 @@ bool ag_http_req_closed(const ag_http_req *req);
 /* ---- plain responses ---- */
 /* Sends a complete response and finishes the request. `extra_headers` is NULL or a block of
  * "Name: value\r\n" lines. Content-Length, Date, Connection are added by the server. */
-int ag_http_respond(ag_http_req *req, int status, const char *content_type, const char *extra_headers,
-                    const char *body, size_t body_len);
+int ag_http_respond(ag_http_req *req, int status, const char *content_type, const char *extra_headers, const char *body,
+                    size_t body_len);
 
 /* ---- Server-Sent Events ---- */
 /* Sends the status line and headers (Content-Type: text/event-stream, Cache-Control: no-cache,

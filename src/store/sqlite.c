@@ -124,7 +124,7 @@ struct job {
     } load;
     struct {
       int64_t limit, offset;
-      char *state; /* filter, or NULL */
+      char *state;          /* filter, or NULL */
       ag_session_rec *recs; /* output */
       size_t n;
     } list;

@@ -24,13 +24,13 @@ typedef struct ag_store ag_store;
 
 /* A session row. Strings are owned by whoever owns the record; NULL means SQL NULL. */
 typedef struct ag_session_rec {
-  char *id;             /* "<template>_<uuid>" */
+  char *id; /* "<template>_<uuid>" */
   char *template_name;
   int template_version;
-  char *state;          /* "inited", "running", "waiting_for_clarification", "completed", ... */
-  char *task;           /* the first user message */
-  char *stream_format;  /* "openai" or "sgr" as chosen when the session began */
-  char *parent_id;      /* delegating session, or NULL */
+  char *state;         /* "inited", "running", "waiting_for_clarification", "completed", ... */
+  char *task;          /* the first user message */
+  char *stream_format; /* "openai" or "sgr" as chosen when the session began */
+  char *parent_id;     /* delegating session, or NULL */
   int iteration;
   int searches_used;
   int clarifications_used;
@@ -38,20 +38,20 @@ typedef struct ag_session_rec {
   int64_t completion_tokens;
   int64_t total_tokens;
   char *current_step_reasoning; /* JSON text of the latest reasoning, or NULL */
-  char *result;         /* the final answer (execution_result), or NULL */
-  char *error;          /* why it failed / errored, or NULL */
-  int64_t created_at;   /* Unix ms */
-  int64_t updated_at;   /* Unix ms */
+  char *result;                 /* the final answer (execution_result), or NULL */
+  char *error;                  /* why it failed / errored, or NULL */
+  int64_t created_at;           /* Unix ms */
+  int64_t updated_at;           /* Unix ms */
 } ag_session_rec;
 
 /* One OpenAI-format message of a session; seq orders them (0, 1, 2, ... per session). */
 typedef struct ag_message_rec {
   int64_t seq;
-  char *role;           /* "system", "user", "assistant", "tool" */
-  char *content;        /* may be NULL (assistant with tool calls) */
-  char *tool_calls;     /* JSON array text in OpenAI format, or NULL */
-  char *tool_call_id;   /* for role "tool" */
-  char *name;           /* tool name for role "tool", or NULL */
+  char *role;         /* "system", "user", "assistant", "tool" */
+  char *content;      /* may be NULL (assistant with tool calls) */
+  char *tool_calls;   /* JSON array text in OpenAI format, or NULL */
+  char *tool_call_id; /* for role "tool" */
+  char *name;         /* tool name for role "tool", or NULL */
   int64_t created_at;
 } ag_message_rec;
 
@@ -59,10 +59,10 @@ typedef struct ag_tool_exec_rec {
   int iteration;
   char *tool_call_id;
   char *tool_name;
-  char *arguments;      /* JSON text */
-  char *result;         /* text given back to the model */
-  char *status;         /* "ok", "error", "interrupted" */
-  char *reason;         /* why the call was allowed (policy), or NULL */
+  char *arguments; /* JSON text */
+  char *result;    /* text given back to the model */
+  char *status;    /* "ok", "error", "interrupted" */
+  char *reason;    /* why the call was allowed (policy), or NULL */
   int64_t duration_ms;
   int64_t created_at;
 } ag_tool_exec_rec;
@@ -113,9 +113,9 @@ struct ag_store {
 };
 
 typedef struct ag_store_options {
-  const char *url;          /* path, sqlite://path or postgres://... */
-  bool synchronous_full;    /* SQLite: synchronous=FULL instead of NORMAL */
-  int busy_timeout_ms;      /* SQLite busy timeout; default 5000 */
+  const char *url;       /* path, sqlite://path or postgres://... */
+  bool synchronous_full; /* SQLite: synchronous=FULL instead of NORMAL */
+  int busy_timeout_ms;   /* SQLite busy timeout; default 5000 */
 } ag_store_options;
 
 /* Opens the database (creating the file and its directory if needed) and applies migrations,
@@ -131,8 +131,8 @@ static inline AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *
                                                       ag_store_session_fn cb, void *ud) {
   return st->vt->load_session(st, id, with_messages, cb, ud);
 }
-static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit,
-                                                       size_t offset, ag_store_list_fn cb, void *ud) {
+static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit, size_t offset,
+                                                       ag_store_list_fn cb, void *ud) {
   return st->vt->list_sessions(st, state, limit, offset, cb, ud);
 }
 static inline AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to,

@@ -48,8 +48,7 @@ static int exec_text_stats(const char *args, size_t len, ag_buf *out) {
 }
 
 static const ag_tool builtin_tools[] = {
-    {"reasoning_tool",
-     "Record your reasoning: the situation, the plan, and whether enough data has been gathered.",
+    {"reasoning_tool", "Record your reasoning: the situation, the plan, and whether enough data has been gathered.",
      "{\"type\":\"object\",\"properties\":{"
      "\"reasoning_steps\":" STR_ARRAY ",\"current_situation\":{\"type\":\"string\"},"
      "\"plan_status\":{\"type\":\"string\"},\"enough_data\":{\"type\":\"boolean\"},"
@@ -63,8 +62,9 @@ static const ag_tool builtin_tools[] = {
      "\"status\":{\"type\":\"string\",\"enum\":[\"completed\",\"failed\"]}},"
      "\"required\":[\"reasoning\",\"completed_steps\",\"answer\",\"status\"],\"additionalProperties\":false}",
      AG_TOOL_FINAL_ANSWER, false, true, NULL},
-    {"clarification_tool", "Ask the user clarifying questions when the request is ambiguous; the task pauses "
-                           "until the user answers.",
+    {"clarification_tool",
+     "Ask the user clarifying questions when the request is ambiguous; the task pauses "
+     "until the user answers.",
      "{\"type\":\"object\",\"properties\":{\"reasoning\":{\"type\":\"string\"},"
      "\"unclear_terms\":" STR_ARRAY ",\"assumptions\":" STR_ARRAY ",\"questions\":" STR_ARRAY "},"
      "\"required\":[\"reasoning\",\"unclear_terms\",\"assumptions\",\"questions\"],\"additionalProperties\":false}",

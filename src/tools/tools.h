@@ -20,12 +20,12 @@ enum ag_tool_role {
 };
 
 typedef struct ag_tool {
-  const char *name;        /* canonical snake_case name shown to the model */
+  const char *name; /* canonical snake_case name shown to the model */
   const char *description;
-  const char *parameters;  /* JSON Schema of the arguments (strict-mode compatible) */
-  int role;                /* enum ag_tool_role */
-  bool is_search;          /* counts against max_searches */
-  bool idempotent;         /* safe to repeat after a crash */
+  const char *parameters; /* JSON Schema of the arguments (strict-mode compatible) */
+  int role;               /* enum ag_tool_role */
+  bool is_search;         /* counts against max_searches */
+  bool idempotent;        /* safe to repeat after a crash */
   /* Runs a plain tool. Writes the result text (or an error message) to out; returns 0 or a
    * negative AG_E* code when the call failed (out then says why, for the model). */
   int (*execute)(const char *args, size_t args_len, ag_buf *out);

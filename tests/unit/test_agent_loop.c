@@ -50,7 +50,8 @@ static ag_template *make_template(const char *name, int kind, int max_steps) {
   t->max_steps = max_steps;
   const char *tools[] = {"reasoning_tool", "clarification_tool", "final_answer_tool", "current_time"};
   t->tools = calloc(4, sizeof *t->tools);
-  for (int i = 0; i < 4; i++) t->tools[t->n_tools++] = strdup(tools[i]);
+  for (int i = 0; i < 4; i++)
+    t->tools[t->n_tools++] = strdup(tools[i]);
   ag_template_apply_defaults(t);
   return t;
 }
@@ -102,7 +103,8 @@ static void result_deinit(run_result *r) {
 }
 
 static void run_until(fixture *f, const bool *flag) {
-  for (int i = 0; i < 100000 && !*flag; i++) uv_run(&f->loop, UV_RUN_ONCE);
+  for (int i = 0; i < 100000 && !*flag; i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
   assert_true(*flag);
 }
 
@@ -129,8 +131,7 @@ typedef struct stub_provider {
   ag_llm_provider base;
   uv_loop_t *loop;
 } stub_provider;
-static int stub_start(ag_llm_provider *p, const ag_chat_request *req, const ag_chat_callbacks *cbs,
-                      ag_llm_call **out) {
+static int stub_start(ag_llm_provider *p, const ag_chat_request *req, const ag_chat_callbacks *cbs, ag_llm_call **out) {
   (void)req;
   stub_call *c = calloc(1, sizeof *c);
   c->cbs = *cbs;
@@ -348,7 +349,8 @@ static void test_cancel_waiting_and_detach(void **state) {
   run_until(f, &r.started);
   snprintf(id, sizeof id, "%s", r.session_id);
   ag_session_detach(s);
-  for (int i = 0; i < 200 && ag_runtime_active(f->rt); i++) uv_run(&f->loop, UV_RUN_ONCE);
+  for (int i = 0; i < 200 && ag_runtime_active(f->rt); i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
   assert_int_equal(ag_runtime_active(f->rt), 0);
   assert_false(r.ended);
   l = load(f, id);
@@ -400,25 +402,29 @@ static void test_recover_running(void **state) {
   rec.task = "What time is it?";
   rec.stream_format = "openai";
   rec.created_at = rec.updated_at = 1;
-  ag_message_rec msgs[2] = {{0, "system", "test", NULL, NULL, NULL, 1}, {1, "user", "What time is it?", NULL, NULL, NULL, 1}};
+  ag_message_rec msgs[2] = {{0, "system", "test", NULL, NULL, NULL, 1},
+                            {1, "user", "What time is it?", NULL, NULL, NULL, 1}};
   ag_step_commit c = {&rec, msgs, 2, NULL, 0, NULL, 0};
   int done = 0;
   assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
-  while (!done) uv_run(&f->loop, UV_RUN_ONCE);
+  while (!done)
+    uv_run(&f->loop, UV_RUN_ONCE);
   assert_int_equal(done, 1);
   /* A waiting session must not be touched by recovery. */
   rec.id = "tc_22222222-2222-4222-8222-222222222222";
   rec.state = "waiting_for_clarification";
   done = 0;
   assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
-  while (!done) uv_run(&f->loop, UV_RUN_ONCE);
+  while (!done)
+    uv_run(&f->loop, UV_RUN_ONCE);
 
   recovered r = {0};
   assert_int_equal(ag_runtime_recover(f->rt, 100, on_recovered, &r), 0);
   run_until(f, &r.done);
   assert_int_equal(r.err, 0);
   assert_int_equal(r.n, 1);
-  for (int i = 0; i < 100000 && ag_runtime_active(f->rt); i++) uv_run(&f->loop, UV_RUN_ONCE);
+  for (int i = 0; i < 100000 && ag_runtime_active(f->rt); i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
   loaded l = load(f, "tc_11111111-1111-4111-8111-111111111111");
   assert_string_equal(l.rec->state, "completed");
   assert_non_null(strstr(l.rec->result, "[offline demo]"));

@@ -90,8 +90,8 @@ static void test_uuid(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_buf_cap),      cmocka_unit_test(test_buf_appendf_long),
-      cmocka_unit_test(test_json_escape),  cmocka_unit_test(test_json_wrapper),
+      cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_buf_appendf_long),
+      cmocka_unit_test(test_json_escape), cmocka_unit_test(test_json_wrapper),
       cmocka_unit_test(test_uuid),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

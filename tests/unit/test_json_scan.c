@@ -105,7 +105,8 @@ static void test_map(void **state) {
     assert_ptr_equal(ag_map_get(&m, key), i % 2 ? &vals[i] : NULL);
   }
   size_t pos = 0, n = 0;
-  while (ag_map_next(&m, &pos, NULL)) n++;
+  while (ag_map_next(&m, &pos, NULL))
+    n++;
   assert_int_equal(n, 1000);
   ag_map_deinit(&m);
 }
@@ -148,7 +149,8 @@ static void test_sgr_schema_and_parse(void **state) {
   ag_buf_init(&b, 1 << 20);
   assert_int_equal(ag_sgr_build_schema(r->parameters, defs, 1, &b), 0);
   assert_non_null(strstr(ag_buf_cstr(&b), "\"function\":{\"anyOf\":[{\"type\":\"object\""));
-  assert_non_null(strstr(ag_buf_cstr(&b), "\"tool_name_discriminator\":{\"type\":\"string\",\"const\":\"final_answer_tool\"}"));
+  assert_non_null(
+      strstr(ag_buf_cstr(&b), "\"tool_name_discriminator\":{\"type\":\"string\",\"const\":\"final_answer_tool\"}"));
   ag_buf_deinit(&b);
   char *reasoning, *name, *args;
   const char *ans = "{\"plan_status\":\"p\",\"function\":{\"tool_name_discriminator\":\"x\",\"answer\":\"y\"}}";
