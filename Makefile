@@ -3,6 +3,8 @@
 # server on the embedded defaults. See README.md.
 
 CC       ?= cc
+# Quiet by default; `make V=1` shows full command lines.
+Q := $(if $(V),,@)
 PKGS     := libuv libcurl jansson sqlite3
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
@@ -34,11 +36,13 @@ all: $(REL_DIR)/agentd
 
 $(REL_DIR)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(REL_CFLAGS) -MMD -MP -c $< -o $@
 
 $(SAN_DIR)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC      $< (asan)"
+	$(Q)$(CC) $(SAN_CFLAGS) -MMD -MP -c $< -o $@
 
 $(REL_DIR)/libagentd.a: $(REL_OBJS)
 	@rm -f $@; ar rcs $@ $^
@@ -47,14 +51,17 @@ $(SAN_DIR)/libagentd.a: $(SAN_OBJS)
 	@rm -f $@; ar rcs $@ $^
 
 $(REL_DIR)/agentd: $(REL_DIR)/obj/src/app/main.o $(REL_DIR)/libagentd.a
-	$(CC) -o $@ $^ $(DEP_LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) -o $@ $^ $(DEP_LIBS)
 
 $(SAN_DIR)/agentd: $(SAN_DIR)/obj/src/app/main.o $(SAN_DIR)/libagentd.a
-	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(DEP_LIBS)
+	@echo "  LINK    $@"
+	$(Q)$(CC) $(SAN_LDFLAGS) -o $@ $^ $(DEP_LIBS)
 
 $(SAN_DIR)/tests/%: tests/unit/%.c $(SAN_DIR)/libagentd.a
 	@mkdir -p $(dir $@)
-	$(CC) $(SAN_CFLAGS) -Itests/unit -o $@ $< $(SAN_DIR)/libagentd.a $(SAN_LDFLAGS) $(DEP_LIBS) -lcmocka
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(SAN_CFLAGS) -Itests/unit -o $@ $< $(SAN_DIR)/libagentd.a $(SAN_LDFLAGS) $(DEP_LIBS) -lcmocka
 
 asan: $(SAN_DIR)/agentd $(SAN_TESTS)
 
@@ -85,7 +92,8 @@ FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -g -O1 $(DEP_CFLAGS) \
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(DEP_LIBS)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(DEP_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 

@@ -7,6 +7,7 @@
 #define AG_AGENT_TEMPLATE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -25,6 +26,7 @@ typedef struct ag_template {
   char *name;
   char *description;
   int version;
+  int64_t created_at;     /* Unix seconds: when this version was made (loaded, for files) */
   int kind;          /* enum ag_agent_kind */
   int stream_format; /* enum ag_stream_format (default for requests) */
   char *system_prompt;

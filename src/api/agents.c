@@ -55,7 +55,7 @@ void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
     }
     rc = ag_json_set_take(m, "id", ag_json_string_new(t->name));
     if (rc == 0) rc = ag_json_set_take(m, "object", ag_json_string_new("model"));
-    if (rc == 0) rc = ag_json_set_take(m, "created", ag_json_int_new(0));
+    if (rc == 0) rc = ag_json_set_take(m, "created", ag_json_int_new(t->created_at));
     if (rc == 0) rc = ag_json_set_take(m, "owned_by", ag_json_string_new("agentd"));
     if (rc == 0) rc = ag_json_set_take(m, "description", str_or_null(t->description));
     if (rc == 0) rc = ag_json_set_take(m, "agent_kind", ag_json_string_new(ag_agent_kind_name(t->kind)));

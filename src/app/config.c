@@ -28,7 +28,7 @@ void ag_config_defaults(ag_config *c) {
   c->max_header_bytes = 16u << 10;
   c->request_timeout_ms = 30000;
   c->idle_timeout_ms = 60000;
-  c->shutdown_timeout_ms = 10000;
+  c->shutdown_timeout_ms = 5000;
 }
 
 void ag_config_deinit(ag_config *c) {
@@ -241,7 +241,7 @@ const char *ag_config_help(void) {
          "  AGENTD_MAX_HEADER_BYTES                   largest request head (16384)\n"
          "  AGENTD_REQUEST_TIMEOUT_MS                 time to send a whole request (30000)\n"
          "  AGENTD_IDLE_TIMEOUT_MS                    idle keep-alive connection timeout (60000)\n"
-         "  AGENTD_SHUTDOWN_TIMEOUT_MS                grace period for running sessions on SIGTERM (10000)\n"
+         "  AGENTD_SHUTDOWN_TIMEOUT_MS                grace period for running sessions on SIGTERM (5000)\n"
          "  AGENTD_SQLITE_SYNC_FULL                   1: synchronous=FULL instead of NORMAL (0)\n"
          "Config-file keys for the AGENTD_* settings are the lowercase names without the prefix.\n";
 }

@@ -14,6 +14,7 @@
 
 #include "base/buf.h"
 #include "base/json.h"
+#include "base/util.h"
 #include "tools/tools.h"
 
 #define MAX_TEMPLATE_FILE (1u << 20)
@@ -121,6 +122,7 @@ int ag_template_parse(const char *json, size_t len, ag_template **out, char *err
     t->n_tools++;
   }
   ag_template_apply_defaults(t);
+  t->created_at = ag_unix_s();
   ag_json_free(root);
   *out = t;
   return 0;
