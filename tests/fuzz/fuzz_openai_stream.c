@@ -1,0 +1,68 @@
+/* libFuzzer target for the OpenAI stream assembler (llm/openai_internal.h): arbitrary bytes as a
+ * streamed /chat/completions body, fed in input-chosen pieces, then assembled into a result. The
+ * callbacks check what the provider promises its callers about deltas. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "llm/openai_internal.h"
+
+typedef struct seen {
+  size_t content;
+  size_t args;
+} seen;
+
+static void on_content(const char *d, size_t len, void *ud) {
+  seen *s = ud;
+  if (!d || len == 0) abort(); /* empty content is never delivered */
+  s->content += len;
+}
+
+static void on_tool(size_t index, const char *id, const char *name, const char *args, size_t len, void *ud) {
+  seen *s = ud;
+  if (index >= AG__OPENAI_MAX_TOOL_CALLS || !args) abort();
+  if (!id && !name && len == 0) abort(); /* a delta always carries something */
+  s->args += len;
+}
+
+static void on_done(int err, ag_chat_result *r, const ag_llm_error *e, void *ud) { abort(); }
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  seen s = {0, 0};
+  ag_chat_callbacks cbs = {on_content, on_tool, on_done, &s};
+  ag__openai_stream st;
+  ag__openai_stream_init(&st, 1 << 16, &cbs);
+  unsigned pieces = size ? data[0] : 0;
+  size_t at = 0;
+  int rc = 0;
+  while (at < size && rc == 0) {
+    size_t piece = 1 + (pieces = pieces * 1103515245u + 12345u) % 64;
+    if (piece > size - at) piece = size - at;
+    rc = ag__openai_stream_feed(&st, (const char *)data + at, piece);
+    at += piece;
+  }
+  ag_chat_result *res = NULL;
+  int frc = ag__openai_stream_finish(&st, &res);
+  if ((frc == 0) != (res != NULL)) abort();
+  if (res) {
+    /* Everything delivered is in the result, in full. */
+    size_t content = res->message.content ? strlen(res->message.content) : 0, args = 0;
+    if (content > s.content) abort();
+    for (size_t i = 0; i < res->message.n_tool_calls; i++) {
+      ag_tool_call *tc = &res->message.tool_calls[i];
+      if (!tc->id || !tc->name || !tc->arguments) abort();
+      args += strlen(tc->arguments);
+    }
+    (void)args;
+    ag_chat_result_free(res);
+  }
+  ag__openai_stream_deinit(&st);
+
+  /* The non-streaming parser on the same bytes. */
+  char msg[128];
+  if (ag__openai_parse_response((const char *)data, size, &res, msg, sizeof msg) == 0) ag_chat_result_free(res);
+  ag__openai_error_message((const char *)data, size, msg, sizeof msg);
+  if (strlen(msg) >= sizeof msg) abort();
+  return 0;
+}
