@@ -12,6 +12,7 @@ import {
   streamChat,
   completeChat,
   agentState,
+  waitForState,
   sessionIdRe,
   user,
   FINAL_ANSWER,
@@ -214,5 +215,43 @@ test(
     }
     const states = (await http(h, 'GET', '/agents')).json.agents.map((a) => a.state);
     assert.ok(!states.includes('running') && !states.includes('inited'), `sessions left running: ${states}`);
+  }),
+);
+
+test(
+  'client disconnects mid-stream: the upstream request is cancelled at once and the session is cancelled',
+  T(async () => {
+    // The upstream waits 20 s before answering; the client leaves after the first chunk (the role
+    // chunk agentd sends as soon as the session exists), while the upstream call is in flight.
+    h.upstream.script([{ delay_ms: 20_000, content: 'never delivered' }]);
+    const ac = new AbortController();
+    const stream = await client.chat.completions.create(
+      { model: 'tool_calling_agent', stream: true, messages: user('I will hang up') },
+      { signal: ac.signal },
+    );
+    let agentId;
+    const t0 = Date.now();
+    try {
+      for await (const chunk of stream) {
+        agentId = chunk.model;
+        ac.abort();
+      }
+    } catch (e) {
+      assert.ok(e.name === 'AbortError' || /abort/i.test(String(e)), `unexpected error ${e}`);
+    }
+    assert.match(agentId, sessionIdRe('tool_calling_agent'));
+    // The upstream sees its request aborted quickly, and the session ends cancelled.
+    const st = await waitForState(h, agentId, (s) => s.state === 'cancelled', 5000);
+    assert.equal(st.state, 'cancelled');
+    const deadline = Date.now() + 3000;
+    let kinds;
+    while (Date.now() < deadline) {
+      kinds = h.upstream.chatRequests().map((x) => x.response?.kind);
+      if (kinds.includes('aborted')) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(kinds, ['aborted'], `upstream requests: ${JSON.stringify(kinds)}`);
+    assert.ok(Date.now() - t0 < 5000, 'cancellation took too long');
+    await assertHealthy();
   }),
 );
