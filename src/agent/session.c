@@ -948,28 +948,36 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   resume_apply(s);
 }
 
-int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification, int stream_format,
-                      const ag_run_events *ev, ag_session **out) {
-  if (ag_map_get(&rt->live, session_id)) return AG_ESTATE;
+/* Creates a live session in the loading phase and asks the store for it; on_loaded goes on.
+ * `resume_text` is the clarification to apply, or NULL when recovering a running session. */
+static int load_live(ag_runtime *rt, const char *id, const char *resume_text, int stream_format,
+                     const ag_run_events *ev, ag_session **out) {
   ag_session *s = session_new(rt, ev);
   if (!s) return AG_ENOMEM;
-  s->id = strdup(session_id);
-  s->resume_text = strdup(clarification ? clarification : "");
+  s->id = strdup(id);
+  s->resume_text = resume_text ? strdup(resume_text) : NULL;
+  s->recovering = !resume_text;
   s->format = stream_format;
   s->phase = PH_LOADING;
-  if (!s->id || !s->resume_text || ag_map_put(&rt->live, s->id, s) < 0) {
+  if (!s->id || (resume_text && !s->resume_text) || ag_map_put(&rt->live, s->id, s) < 0) {
     session_free(s);
     return AG_ENOMEM;
   }
-  int rc = ag_store_load_session(rt->cfg.store, session_id, true, on_loaded, s);
+  int rc = ag_store_load_session(rt->cfg.store, id, true, on_loaded, s);
   if (rc < 0) {
     (void)ag_map_del(&rt->live, s->id);
     session_free(s);
     return rc;
   }
   s->pending++;
-  *out = s;
+  if (out) *out = s;
   return 0;
+}
+
+int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification, int stream_format,
+                      const ag_run_events *ev, ag_session **out) {
+  if (ag_map_get(&rt->live, session_id)) return AG_ESTATE;
+  return load_live(rt, session_id, clarification ? clarification : "", stream_format, ev, out);
 }
 
 /* ---------- recovery at start-up ---------- */
@@ -983,24 +991,7 @@ typedef struct recover_op {
 static int recover_one(ag_runtime *rt, const char *id) {
   if (ag_map_get(&rt->live, id)) return 0;
   ag_run_events none = {0};
-  ag_session *s = session_new(rt, &none);
-  if (!s) return AG_ENOMEM;
-  s->id = strdup(id);
-  s->format = -1;
-  s->recovering = true;
-  s->phase = PH_LOADING;
-  if (!s->id || ag_map_put(&rt->live, s->id, s) < 0) {
-    session_free(s);
-    return AG_ENOMEM;
-  }
-  int rc = ag_store_load_session(rt->cfg.store, id, true, on_loaded, s);
-  if (rc < 0) {
-    (void)ag_map_del(&rt->live, s->id);
-    session_free(s);
-    return rc;
-  }
-  s->pending++;
-  return 0;
+  return load_live(rt, id, NULL, -1, &none, NULL);
 }
 
 static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud) {

@@ -26,9 +26,9 @@ typedef struct ag_template {
   char *name;
   char *description;
   int version;
-  int64_t created_at;     /* Unix seconds: when this version was made (loaded, for files) */
-  int kind;          /* enum ag_agent_kind */
-  int stream_format; /* enum ag_stream_format (default for requests) */
+  int64_t created_at; /* Unix seconds: when this version was made (loaded, for files) */
+  int kind;           /* enum ag_agent_kind */
+  int stream_format;  /* enum ag_stream_format (default for requests) */
   char *system_prompt;
   char *model;            /* upstream model; NULL = server default */
   double temperature;     /* < 0 = not sent */
