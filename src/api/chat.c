@@ -15,13 +15,12 @@
 #include "agent/session.h"
 #include "agent/template.h"
 #include "api/api.h"
+#include "api/chat_request.h"
 #include "base/buf.h"
-#include "base/json.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "net/http_server.h"
 
-#define MAX_MESSAGES 1024
 #define MAX_CHUNK_BYTES (8u << 20)
 
 typedef struct chat {
@@ -45,145 +44,6 @@ static void chat_free(chat *c) {
   free(c->template_name);
   ag_buf_deinit(&c->chunk);
   free(c);
-}
-
-/* ---------- request parsing ---------- */
-
-typedef struct chat_input {
-  const char *model;
-  ag_msg *msgs;
-  size_t n;
-  bool stream;
-  int format;
-  bool include_usage;
-} chat_input;
-
-static void input_deinit(chat_input *in) {
-  for (size_t i = 0; i < in->n; i++)
-    ag_msg_deinit(&in->msgs[i]);
-  free(in->msgs);
-}
-
-/* Content may be a string, null, or an array of parts of which the text parts count. */
-static int content_text(const ag_json *v, char **out) {
-  *out = NULL;
-  if (!v || ag_json_is(v, AG_JSON_NULL)) return 0;
-  if (ag_json_is(v, AG_JSON_STRING)) {
-    *out = ag_strndup(ag_json_str(v), ag_json_str_len(v));
-    return *out ? 0 : AG_ENOMEM;
-  }
-  if (!ag_json_is(v, AG_JSON_ARRAY)) return AG_EINVAL;
-  ag_buf b;
-  ag_buf_init(&b, 4u << 20);
-  for (size_t i = 0; i < ag_json_len(v); i++) {
-    ag_json *part = ag_json_at(v, i);
-    const char *type = ag_json_get_str(part, "type");
-    const char *text = ag_json_get_str(part, "text");
-    if (!type) {
-      ag_buf_deinit(&b);
-      return AG_EINVAL;
-    }
-    if (strcmp(type, "text") != 0 || !text) continue; /* images etc. are not supported yet */
-    if ((b.len && ag_buf_append_char(&b, '\n') < 0) ||
-        ag_buf_append(&b, text, ag_json_str_len(ag_json_get(part, "text"))) < 0) {
-      ag_buf_deinit(&b);
-      return AG_ETOOBIG;
-    }
-  }
-  *out = ag_buf_take(&b);
-  return *out ? 0 : AG_ENOMEM;
-}
-
-/* Parses the messages array; on error writes an OpenAI error and returns < 0. */
-static int parse_messages(ag_http_req *req, const ag_json *arr, chat_input *in) {
-  if (!ag_json_is(arr, AG_JSON_ARRAY)) {
-    ag_api_error(req, 400, "invalid_request_error", "missing_required_parameter", "messages",
-                 "'messages' is required and must be an array");
-    return AG_EINVAL;
-  }
-  size_t n = ag_json_len(arr);
-  if (n == 0 || n > MAX_MESSAGES) {
-    ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
-                 "'messages' must hold between 1 and %d messages", MAX_MESSAGES);
-    return AG_EINVAL;
-  }
-  in->msgs = calloc(n, sizeof *in->msgs);
-  if (!in->msgs) {
-    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
-    return AG_ENOMEM;
-  }
-  for (size_t i = 0; i < n; i++) {
-    ag_json *m = ag_json_at(arr, i);
-    const char *role = ag_json_get_str(m, "role");
-    int r = ag_role_parse(role);
-    if (!ag_json_is(m, AG_JSON_OBJECT) || r < 0) {
-      ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
-                   "messages[%zu]: 'role' must be one of system, user, assistant, tool", i);
-      return AG_EINVAL;
-    }
-    if (r == AG_ROLE_TOOL) continue; /* client-side tool results have no place in a server-side agent */
-    if (strcmp(role, "developer") == 0) r = AG_ROLE_SYSTEM;
-    ag_msg *dst = &in->msgs[in->n];
-    dst->role = r;
-    ag_json *content = ag_json_get(m, "content");
-    /* Only an assistant turn (one that called tools) may come without content. */
-    if ((!content || ag_json_is(content, AG_JSON_NULL)) && r != AG_ROLE_ASSISTANT) {
-      ag_api_error(req, 400, "invalid_request_error", "missing_required_parameter", "messages",
-                   "messages[%zu]: 'content' is required", i);
-      return AG_EINVAL;
-    }
-    if (content_text(content, &dst->content) < 0) {
-      ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
-                   "messages[%zu]: 'content' must be a string or an array of content parts", i);
-      return AG_EINVAL;
-    }
-    in->n++;
-  }
-  return 0;
-}
-
-/* Parses the body into `in` (borrowing `model` from root); answers errors itself. */
-static int parse_chat(ag_http_req *req, const ag_json *root, chat_input *in, bool need_model) {
-  memset(in, 0, sizeof *in);
-  in->format = -1;
-  in->model = ag_json_get_str(root, "model");
-  if (need_model && (!in->model || !*in->model)) {
-    ag_api_error(req, 400, "invalid_request_error", "missing_required_parameter", "model",
-                 "'model' is required: a template name or a session id");
-    return AG_EINVAL;
-  }
-  ag_json *stream = ag_json_get(root, "stream");
-  if (stream && !ag_json_is(stream, AG_JSON_BOOL) && !ag_json_is(stream, AG_JSON_NULL)) {
-    ag_api_error(req, 400, "invalid_request_error", "invalid_type", "stream", "'stream' must be a boolean");
-    return AG_EINVAL;
-  }
-  in->stream = ag_json_bool(stream);
-  bool iu = false;
-  in->include_usage = ag_json_get_bool(ag_json_get(root, "stream_options"), "include_usage", &iu) && iu;
-  const char *fmt = ag_json_get_str(root, "stream_format");
-  if (fmt && (in->format = ag_stream_format_parse(fmt)) < 0) {
-    ag_api_error(req, 400, "invalid_request_error", "invalid_value", "stream_format",
-                 "'stream_format' must be \"openai\" or \"sgr\"");
-    return AG_EINVAL;
-  }
-  return 0;
-}
-
-static ag_json *parse_body(ag_http_req *req) {
-  ag_slice body = ag_http_req_body(req);
-  char err[160];
-  ag_json *root = ag_json_parse(body.ptr, body.len, err, sizeof err);
-  if (!root) {
-    ag_api_error(req, 400, "invalid_request_error", "invalid_json", NULL, "the request body is not valid JSON: %s",
-                 err);
-    return NULL;
-  }
-  if (!ag_json_is(root, AG_JSON_OBJECT)) {
-    ag_json_free(root);
-    ag_api_error(req, 400, "invalid_request_error", "invalid_json", NULL, "the request body must be a JSON object");
-    return NULL;
-  }
-  return root;
 }
 
 /* ---------- rendering ---------- */
@@ -449,7 +309,7 @@ static void on_client_close(ag_http_req *req, void *ud) {
   chat_free(c);
 }
 
-static chat *chat_new(ag_api_ctx *ctx, ag_http_req *req, const chat_input *in) {
+static chat *chat_new(ag_api_ctx *ctx, ag_http_req *req, const ag_chat_input *in) {
   chat *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->ctx = ctx;
@@ -466,7 +326,7 @@ static chat *chat_new(ag_api_ctx *ctx, ag_http_req *req, const chat_input *in) {
 }
 
 /* Starts (template name) or resumes (session id) and wires the events to `c`. */
-static void run(ag_api_ctx *ctx, ag_http_req *req, chat_input *in, const char *model, const char *clarification) {
+static void run(ag_api_ctx *ctx, ag_http_req *req, ag_chat_input *in, const char *model, const char *clarification) {
   if (ctx->draining) {
     ag_api_error(req, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     return;
@@ -497,85 +357,52 @@ static void run(ag_api_ctx *ctx, ag_http_req *req, chat_input *in, const char *m
   ag_http_req_on_close(req, on_client_close, c);
 }
 
-/* A session id is "<template>_<uuid>": at least one character, '_', and 36 uuid characters. */
-static bool looks_like_session_id(const char *s) {
-  size_t n = strlen(s);
-  if (n < 38 || s[n - 37] != '_') return false;
-  for (size_t i = n - 36; i < n; i++) {
-    char ch = s[i];
-    bool dash = (i - (n - 36)) == 8 || (i - (n - 36)) == 13 || (i - (n - 36)) == 18 || (i - (n - 36)) == 23;
-    if (dash ? ch != '-' : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return false;
-  }
-  return true;
-}
-
-static const char *last_user_text(const chat_input *in) {
-  for (size_t i = in->n; i > 0; i--)
-    if (in->msgs[i - 1].role == AG_ROLE_USER && in->msgs[i - 1].content) return in->msgs[i - 1].content;
-  return NULL;
+static void reply_error(ag_http_req *req, const ag_api_err *e) {
+  ag_api_error(req, e->status, e->type, e->code, e->param, "%s", e->message);
 }
 
 void ag__api_chat_completions(ag_api_ctx *ctx, ag_http_req *req) {
-  ag_json *root = parse_body(req);
-  if (!root) return;
-  chat_input in;
-  if (parse_chat(req, root, &in, true) < 0 || parse_messages(req, ag_json_get(root, "messages"), &in) < 0) {
-    input_deinit(&in);
-    ag_json_free(root);
+  ag_slice body = ag_http_req_body(req);
+  ag_chat_input in;
+  ag_api_err err;
+  if (ag__chat_request_parse(body.ptr, body.len, true, &in, &err) < 0) {
+    reply_error(req, &err);
+    ag__chat_input_deinit(&in);
     return;
   }
-  const char *model = in.model;
-  if (ag_template_set_find(ctx->templates, model)) {
-    if (!last_user_text(&in)) {
-      ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
-                   "'messages' must contain a user message with text");
-    } else {
-      run(ctx, req, &in, model, NULL);
-    }
-  } else if (looks_like_session_id(model)) {
-    const char *text = last_user_text(&in);
-    if (!text)
-      ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
-                   "continuing a session needs a user message with the clarification");
-    else
-      run(ctx, req, &in, model, text);
-  } else {
+  const char *text = ag__chat_last_user_text(&in);
+  bool is_template = ag_template_set_find(ctx->templates, in.model) != NULL;
+  if (!is_template && !ag__chat_is_session_id(in.model)) {
     ag_api_error(req, 404, "invalid_request_error", "model_not_found", "model",
-                 "the model '%s' does not exist: use a template name from /v1/models or a session id", model);
+                 "the model '%s' does not exist: use a template name from /v1/models or a session id", in.model);
+  } else if (!text) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_value", "messages",
+                 is_template ? "'messages' must contain a user message with text"
+                             : "continuing a session needs a user message with the clarification");
+  } else {
+    run(ctx, req, &in, in.model, is_template ? NULL : text);
   }
-  input_deinit(&in);
-  ag_json_free(root);
+  ag__chat_input_deinit(&in);
 }
 
 void ag__api_provide_clarification(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
-  ag_json *root = parse_body(req);
-  if (!root) return;
-  chat_input in;
-  if (parse_chat(req, root, &in, false) < 0) {
-    input_deinit(&in);
-    ag_json_free(root);
+  ag_slice body = ag_http_req_body(req);
+  ag_chat_input in;
+  ag_api_err err;
+  if (ag__chat_request_parse(body.ptr, body.len, false, &in, &err) < 0) {
+    reply_error(req, &err);
+    ag__chat_input_deinit(&in);
     return;
   }
-  /* sgr-agent-core streams by default here. */
-  if (!ag_json_get(root, "stream")) in.stream = true;
-  const char *text = ag_json_get_str(root, "clarifications");
-  ag_json *msgs = ag_json_get(root, "messages");
-  if (!text && msgs) {
-    if (parse_messages(req, msgs, &in) < 0) {
-      input_deinit(&in);
-      ag_json_free(root);
-      return;
-    }
-    text = last_user_text(&in);
-  }
+  if (!in.stream_set) in.stream = true; /* sgr-agent-core streams by default here */
+  const char *text = in.clarifications ? in.clarifications : ag__chat_last_user_text(&in);
   if (!text) {
     ag_api_error(req, 400, "invalid_request_error", "missing_required_parameter", "clarifications",
                  "give the answer as {\"clarifications\": \"...\"} or {\"messages\": [{\"role\": \"user\", ...}]}");
-  } else if (!looks_like_session_id(id)) {
+  } else if (!ag__chat_is_session_id(id)) {
     ag_api_error(req, 404, "invalid_request_error", "session_not_found", NULL, "no such session: %s", id);
   } else {
     run(ctx, req, &in, id, text);
   }
-  input_deinit(&in);
-  ag_json_free(root);
+  ag__chat_input_deinit(&in);
 }
