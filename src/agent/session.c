@@ -46,6 +46,8 @@ struct ag_runtime {
   ag_runtime_config cfg;
   ag_map live;     /* id -> ag_session*, sessions with a run in progress */
   size_t sessions; /* session objects alive, including ended ones waiting for a callback */
+  size_t ops;      /* runtime-level store operations outstanding (recovery listing) */
+  bool shutting_down;
 };
 
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
@@ -183,7 +185,13 @@ static void complete_answer(ag_session *s, const char *answer) {
   if (s->streamed.len <= n && memcmp(answer, ag_buf_cstr(&s->streamed), s->streamed.len) == 0) {
     emit_answer(s, answer + s->streamed.len, n - s->streamed.len);
   } else {
-    ag_log_warn(s->id, "streamed answer differs from the final answer; client saw a different text");
+    /* Text streamed earlier was not the answer (a model wrote a preamble before its tool call):
+     * the client must still get the whole answer, so send it after a paragraph break. */
+    ag_log_warn(s->id, "streamed text was not the final answer; sending the whole answer after it");
+    if (!s->detached && s->ev.on_answer) {
+      s->ev.on_answer("\n\n", 2, s->ev.ud);
+      s->ev.on_answer(answer, n, s->ev.ud);
+    }
   }
 }
 
@@ -348,7 +356,9 @@ typedef struct toolkit {
 static void toolkit_add(toolkit *tk, const ag_tool *t) {
   for (size_t i = 0; i < tk->n; i++)
     if (tk->tools[i] == t) return;
-  if (tk->n < AG_ARRAY_LEN(tk->tools)) tk->tools[tk->n++] = t;
+  /* The last slot is kept for the final answer: a run must always be able to end. */
+  size_t cap = AG_ARRAY_LEN(tk->tools) - (t->role == AG_TOOL_FINAL_ANSWER ? 0 : 1);
+  if (tk->n < cap) tk->tools[tk->n++] = t;
 }
 
 /* Tools offered to the model now, after the limits: past max_iterations only the final answer;
@@ -617,6 +627,13 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
     return;
   }
 
+  if (m->content && *m->content && res->finish_reason && strcmp(res->finish_reason, "length") == 0) {
+    /* Never complete a run with an answer the token limit cut off. */
+    ag_chat_result_free(res);
+    emit_progress(s, "Stopped: the answer was cut off by the token limit (max_tokens).");
+    finish(s, AG_SESSION_FAILED, AG_ELIMIT, "the model's answer was cut off by the token limit (max_tokens)");
+    return;
+  }
   if (m->content && *m->content) {
     /* A text answer without a tool call ends the run, as sgr-agent-core's FinalAnswer. */
     ag_msg a = {0};
@@ -722,7 +739,9 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
   s->exec.duration_ms = (int64_t)(ag_now_ms() - t0);
   s->exec.created_at = ag_unix_ms();
   s->has_exec = true;
-  if (!tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
+  bool exec_ok = s->exec.tool_call_id && s->exec.tool_name && s->exec.arguments && s->exec.result && s->exec.status &&
+                 s->exec.reason;
+  if (!exec_ok || !tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
     ag_msg_deinit(&tm);
     ag_buf_deinit(&out);
     finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
@@ -731,8 +750,8 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
   if (tool && tool->role != AG_TOOL_REASONING && tool->role != AG_TOOL_FINAL_ANSWER &&
       tool->role != AG_TOOL_CLARIFICATION) {
     emit_step(s, AG_STEP_TOOL_RESULT, tool->name, args, ag_buf_cstr(&out));
-    emit_progress(s, "Result: %.*s%s", (int)(out.len > MAX_PROGRESS_RESULT ? MAX_PROGRESS_RESULT : out.len),
-                  ag_buf_cstr(&out), out.len > MAX_PROGRESS_RESULT ? "..." : "");
+    size_t shown = out.len > MAX_PROGRESS_RESULT ? ag_utf8_cut(ag_buf_cstr(&out), MAX_PROGRESS_RESULT) : out.len;
+    emit_progress(s, "Result: %.*s%s", (int)shown, ag_buf_cstr(&out), shown < out.len ? "..." : "");
   } else if (strcmp(status, "ok") != 0) {
     emit_progress(s, "Tool error: %s", ag_buf_cstr(&out));
   }
@@ -763,7 +782,7 @@ int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out) {
   return 0;
 }
 
-size_t ag_runtime_active(const ag_runtime *rt) { return rt->sessions; }
+size_t ag_runtime_active(const ag_runtime *rt) { return rt->sessions + rt->ops; }
 
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
   return ag_map_get(&rt->live, session_id) != NULL;
@@ -776,6 +795,7 @@ static void cancel_session(ag_session *s, int kind) {
 }
 
 void ag_runtime_shutdown(ag_runtime *rt) {
+  rt->shutting_down = true;
   size_t pos = 0;
   ag_session *s;
   while ((s = ag_map_next(&rt->live, &pos, NULL)))
@@ -882,9 +902,6 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   if (err < 0) {
     end_err = err == AG_ENOTFOUND ? AG_ENOTFOUND : AG_EDB;
     why = err == AG_ENOTFOUND ? "no such session" : "storage error while loading the session";
-  } else if (s->cancel) {
-    end_err = AG_ECANCELED;
-    why = "cancelled";
   } else if (!(s->tpl = ag_template_set_find(s->rt->cfg.templates, rec->template_name))) {
     end_err = AG_ENOTFOUND;
     why = "the session's template no longer exists";
@@ -928,6 +945,10 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     if (end_err) why = "the stored conversation is damaged";
     s->n_committed = s->n_msgs;
   }
+  if (!end_err && s->cancel == CANCEL_SHUTDOWN) {
+    end_err = AG_ESHUTDOWN;
+    why = "the server is shutting down";
+  }
   ag_session_rec_free(rec);
   ag_message_recs_free(msgs, n);
   if (end_err) {
@@ -937,11 +958,21 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     deliver_end(s);
     return;
   }
-  if (s->recovering) {
-    /* Every commit ends between two steps, so the conversation is ready for the next one. */
+  if (s->recovering && !s->cancel) {
+    /* Every commit ends between two steps, so the conversation is ready for the next one. An
+     * sgr_tool_calling iteration whose reasoning was committed goes on with its action. */
     ag_log_info(s->id, "session resumed after a restart at iteration %d", s->iteration);
-    s->step = STEP_ACTION;
+    const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+    const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tools_find(last->name) : NULL;
+    s->step =
+        lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
     started_then_step(s);
+    return;
+  }
+  if (s->cancel) {
+    /* Cancelled (DELETE or the client left) while loading: the cancel must be committed. */
+    s->phase = PH_COMMIT;
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
   ag_log_info(s->id, "session resumed with a clarification");
@@ -996,8 +1027,9 @@ static int recover_one(ag_runtime *rt, const char *id) {
 
 static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
   recover_op *op = ud;
+  op->rt->ops--;
   size_t started = 0;
-  for (size_t i = 0; err == 0 && i < n; i++) {
+  for (size_t i = 0; err == 0 && !op->rt->shutting_down && i < n; i++) {
     int rc = recover_one(op->rt, recs[i].id);
     if (rc < 0)
       ag_log_error(recs[i].id, "could not resume the session: %s", ag_strerror(rc));
@@ -1015,8 +1047,12 @@ int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, 
   *op = (recover_op){rt, done, ud};
   int rc = ag_store_list_sessions(rt->cfg.store, ag_session_state_name(AG_SESSION_RUNNING), max_sessions, 0,
                                   on_running_listed, op);
-  if (rc < 0) free(op);
-  return rc;
+  if (rc < 0) {
+    free(op);
+    return rc;
+  }
+  rt->ops++;
+  return 0;
 }
 
 void ag_session_detach(ag_session *s) {

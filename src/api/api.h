@@ -4,6 +4,7 @@
 #ifndef AG_API_API_H
 #define AG_API_API_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -32,6 +33,12 @@ void ag_api_handle(ag_http_req *req, void *ud);
 /* Sends {"error":{"message","type","code","param"}} with the status and finishes the request. */
 void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param, const char *fmt,
                   ...) AG_PRINTF(6, 7);
+
+/* The same with extra response headers ("Name: value\r\n" lines, or NULL). */
+void ag_api_error_h(ag_http_req *req, int status, const char *headers, const char *type, const char *code,
+                    const char *param, const char *fmt, ...) AG_PRINTF(7, 8);
+void ag_api_verror(ag_http_req *req, int status, const char *headers, const char *type, const char *code,
+                   const char *param, const char *fmt, va_list ap) AG_PRINTF(7, 0);
 
 /* Handlers, one per route family (chat.c, agents.c). `id` is the path's session id. */
 void ag__api_chat_completions(ag_api_ctx *ctx, ag_http_req *req);

@@ -124,7 +124,7 @@ static int error_status(int err, const char **type, const char **code) {
     return 504;
   case AG_ELIMIT:
     *type = "agent_error";
-    *code = "step_limit_reached";
+    *code = "agent_limit_reached";
     return 500;
   case AG_ESHUTDOWN:
     *type = "server_error";
@@ -226,13 +226,19 @@ static bool end_stream(chat *c, const ag_run_end *end) {
       if (rc == 0) rc = ag_buf_append_char(&c->chunk, '"');
     }
     if (rc == 0) rc = chunk_tail(c, "stop");
-    if (rc == 0 && c->include_usage) {
-      c->chunk.len -= 1; /* reopen the object: ..."}]} -> ..."}], "usage":{...}} */
-      rc = ag_buf_append_char(&c->chunk, ',');
+    if (rc == 0 && !send_payload(c)) return false;
+    if (c->include_usage) {
+      /* As OpenAI does: one more chunk with no choices and the usage of the whole run. */
+      ag_buf_reset(&c->chunk);
+      rc =
+          ag_buf_appendf(&c->chunk, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
+                         c->completion_id, (long long)c->created);
+      if (rc == 0) rc = ag_buf_append_json_escaped(&c->chunk, c->session_id, strlen(c->session_id));
+      if (rc == 0) rc = ag_buf_append_str(&c->chunk, "\",\"choices\":[],");
       if (rc == 0) rc = append_usage(&c->chunk, &end->usage);
       if (rc == 0) rc = ag_buf_append_char(&c->chunk, '}');
+      if (rc == 0 && !send_payload(c)) return false;
     }
-    if (rc == 0 && !send_payload(c)) return false;
     ag_buf_reset(&c->chunk);
     if (ag_buf_append_str(&c->chunk, "[DONE]") == 0 && !send_payload(c)) return false;
   }
@@ -283,11 +289,14 @@ static void on_end(const ag_run_end *end, void *ud) {
     c->done = true;
     ag_api_error(c->req, 500, "server_error", NULL, NULL, "the stream could not be started");
   } else if (end->err) {
+    /* The session exists: say which, so the client can inspect it. */
     const char *type, *code;
     int status = error_status(end->err, &type, &code);
+    char headers[640];
+    snprintf(headers, sizeof headers, "X-Agent-ID: %s\r\n", c->session_id);
     c->done = true;
-    ag_api_error(c->req, status, type, code, NULL, "%s",
-                 end->error_message ? end->error_message : ag_strerror(end->err));
+    ag_api_error_h(c->req, status, headers, type, code, NULL, "%s",
+                   end->error_message ? end->error_message : ag_strerror(end->err));
   } else {
     c->done = true;
     respond_completion(c, end);

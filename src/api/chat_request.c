@@ -157,13 +157,22 @@ done:
 
 const char *ag__chat_last_user_text(const ag_chat_input *in) {
   for (size_t i = in->n; i > 0; i--)
-    if (in->msgs[i - 1].role == AG_ROLE_USER && in->msgs[i - 1].content) return in->msgs[i - 1].content;
+    if (in->msgs[i - 1].role == AG_ROLE_USER && in->msgs[i - 1].content && in->msgs[i - 1].content[0])
+      return in->msgs[i - 1].content;
   return NULL;
 }
 
 bool ag__chat_is_session_id(const char *s) {
+  /* "<template name>_<uuid>": the name as templates allow it (1-64 of [A-Za-z0-9_.-]), then a
+   * lowercase canonical UUID. Checked in full because ids end up in response headers. */
   size_t n = strlen(s);
-  if (n < 38 || s[n - 37] != '_') return false;
+  if (n < 38 || n > 64 + 37 || s[n - 37] != '_') return false;
+  for (size_t i = 0; i < n - 37; i++) {
+    char ch = s[i];
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '-' ||
+          ch == '.'))
+      return false;
+  }
   for (size_t i = 0; i < 36; i++) {
     char ch = s[n - 36 + i];
     bool dash = i == 8 || i == 13 || i == 18 || i == 23;

@@ -8,17 +8,15 @@
 #include "base/json.h"
 #include "net/http_server.h"
 
-void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param, const char *fmt,
-                  ...) {
+void ag_api_verror(ag_http_req *req, int status, const char *headers, const char *type, const char *code,
+                   const char *param, const char *fmt, va_list ap) {
   char msg[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(msg, sizeof msg, fmt, ap);
-  va_end(ap);
+  int n = vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : ag_utf8_cut(msg, sizeof msg - 1);
   ag_buf b;
   ag_buf_init(&b, 4096);
   int rc = ag_buf_append_str(&b, "{\"error\":{\"message\":\"");
-  if (rc == 0) rc = ag_buf_append_json_escaped(&b, msg, strlen(msg));
+  if (rc == 0) rc = ag_buf_append_json_escaped(&b, msg, len);
   if (rc == 0) rc = ag_buf_appendf(&b, "\",\"type\":\"%s\",\"code\":", type);
   if (rc == 0) rc = code ? ag_buf_appendf(&b, "\"%s\"", code) : ag_buf_append_str(&b, "null");
   if (rc == 0) rc = ag_buf_append_str(&b, ",\"param\":");
@@ -29,8 +27,24 @@ void ag_api_error(ag_http_req *req, int status, const char *type, const char *co
     rc = ag_buf_append_str(
         &b, "{\"error\":{\"message\":\"error\",\"type\":\"server_error\",\"code\":null,\"param\":null}}");
   }
-  (void)ag_http_respond(req, status, "application/json", NULL, b.ptr, b.len);
+  (void)ag_http_respond(req, status, "application/json", headers, b.ptr, b.len);
   ag_buf_deinit(&b);
+}
+
+void ag_api_error(ag_http_req *req, int status, const char *type, const char *code, const char *param, const char *fmt,
+                  ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ag_api_verror(req, status, NULL, type, code, param, fmt, ap);
+  va_end(ap);
+}
+
+void ag_api_error_h(ag_http_req *req, int status, const char *headers, const char *type, const char *code,
+                    const char *param, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  ag_api_verror(req, status, headers, type, code, param, fmt, ap);
+  va_end(ap);
 }
 
 static void respond_json_text(ag_http_req *req, int status, const char *text) {
@@ -60,8 +74,11 @@ static bool match_agent(ag_slice path, const char *suffix, char *id, size_t idle
 static bool method_is(ag_http_req *req, const char *m) { return ag_slice_eq_cstr(ag_http_req_method(req), m); }
 
 static void wrong_method(ag_http_req *req, const char *allowed) {
-  ag_api_error(req, 405, "invalid_request_error", "method_not_allowed", NULL, "method %.*s is not allowed here; use %s",
-               (int)ag_http_req_method(req).len, ag_http_req_method(req).ptr, allowed);
+  char allow[64];
+  snprintf(allow, sizeof allow, "Allow: %s\r\n", allowed);
+  ag_api_error_h(req, 405, allow, "invalid_request_error", "method_not_allowed", NULL,
+                 "method %.*s is not allowed here; use %s", (int)ag_http_req_method(req).len,
+                 ag_http_req_method(req).ptr, allowed);
 }
 
 void ag_api_handle(ag_http_req *req, void *ud) {

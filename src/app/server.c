@@ -7,7 +7,11 @@
  * the store at their last committed step), close everything and return 0. */
 #include "app/server.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +29,8 @@
 #include "store/store.h"
 
 #define SHUTDOWN_POLL_MS 20
-#define SHUTDOWN_HARD_EXTRA_MS 3000
+#define SHUTDOWN_HARD_EXTRA_MS 3000 /* after the grace period: drop client connections */
+#define SHUTDOWN_GIVE_UP_MS 15000   /* after the grace period: exit(1) rather than hang */
 
 /* The server struct: everything the process holds, in one place. */
 typedef struct ag_server {
@@ -42,6 +47,8 @@ typedef struct ag_server {
   uv_timer_t shutdown_timer;
   uint64_t shutdown_started;
   bool cancelled_runs;
+  bool http_closed;
+  int lock_fd; /* SQLite: exclusive lock on <db>.lock for the life of the process, or -1 */
   int closing; /* handles still closing */
   int exit_code;
 } ag_server;
@@ -59,10 +66,17 @@ static void handle_closed(void *ud) {
   srv->closing--;
 }
 
+static void close_http_server(ag_server *srv) {
+  if (srv->http_closed) return;
+  srv->http_closed = true;
+  ag_http_server_close(srv->http, handle_closed, srv);
+}
+
+/* Only once no run and no upstream call is left (their owners' contracts require it). */
 static void begin_close(ag_server *srv) {
   uv_timer_stop(&srv->shutdown_timer);
   srv->closing = 3;
-  ag_http_server_close(srv->http, handle_closed, srv);
+  close_http_server(srv);
   ag_http_client_close(srv->http_client, handle_closed, srv);
   ag_store_close(srv->store, handle_closed, srv);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
@@ -75,7 +89,8 @@ static void on_shutdown_tick(uv_timer_t *t) {
   uint64_t elapsed = ag_now_ms() - srv->shutdown_started;
   size_t runs = ag_runtime_active(srv->runtime);
   size_t reqs = ag_http_server_active_requests(srv->http);
-  if (runs == 0 && reqs == 0 && ag_http_client_active(srv->http_client) == 0) {
+  size_t calls = ag_http_client_active(srv->http_client);
+  if (runs == 0 && calls == 0 && (reqs == 0 || srv->http_closed)) {
     begin_close(srv);
     return;
   }
@@ -84,9 +99,15 @@ static void on_shutdown_tick(uv_timer_t *t) {
     srv->cancelled_runs = true;
     ag_runtime_shutdown(srv->runtime);
   }
-  if (elapsed >= srv->cfg->shutdown_timeout_ms + SHUTDOWN_HARD_EXTRA_MS) {
-    ag_log_error(NULL, "shutdown: %zu request(s) still open after the grace period; closing anyway", reqs);
-    begin_close(srv);
+  if (!srv->http_closed && elapsed >= srv->cfg->shutdown_timeout_ms + SHUTDOWN_HARD_EXTRA_MS) {
+    ag_log_error(NULL, "shutdown: %zu request(s) still open after the grace period; closing their connections", reqs);
+    close_http_server(srv);
+  }
+  if (elapsed >= srv->cfg->shutdown_timeout_ms + SHUTDOWN_GIVE_UP_MS) {
+    /* Something (a stuck store write) keeps a run alive: do not hang the host's shutdown. */
+    ag_log_error(NULL, "shutdown: %zu session(s) and %zu upstream call(s) still busy; exiting without cleanup", runs,
+                 calls);
+    _exit(1);
   }
 }
 
@@ -104,6 +125,30 @@ static void on_signal(uv_signal_t *h, int signum) {
   srv->api.ready = false;
   ag_http_server_stop_accepting(srv->http);
   uv_timer_start(&srv->shutdown_timer, on_shutdown_tick, 0, SHUTDOWN_POLL_MS);
+}
+
+/* One agentd per SQLite database: a second process would resume the first one's running sessions
+ * and run them twice. (PostgreSQL deployments coordinate through the bus, a later issue.) */
+static int lock_database(const char *db, int *fd_out) {
+  *fd_out = -1;
+  if (strncmp(db, "postgres://", 11) == 0 || strncmp(db, "postgresql://", 13) == 0 || strcmp(db, ":memory:") == 0)
+    return 0;
+  const char *path = strncmp(db, "sqlite://", 9) == 0 ? db + 9 : strncmp(db, "sqlite:", 7) == 0 ? db + 7 : db;
+  char lock[4096];
+  if (snprintf(lock, sizeof lock, "%s.lock", path) >= (int)sizeof lock) return AG_EINVAL;
+  int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return 0; /* the directory may not exist yet: the store creates it and reports errors */
+  if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    int e = errno;
+    close(fd);
+    if (e == EWOULDBLOCK) {
+      ag_log_error(NULL, "another agentd is already using the database %s (lock %s)", path, lock);
+      return AG_EEXIST;
+    }
+    return 0;
+  }
+  *fd_out = fd;
+  return 0;
 }
 
 static int open_store(const ag_config *cfg, uv_loop_t *loop, ag_store **out) {
@@ -132,6 +177,7 @@ int ag_server_run(const ag_config *cfg) {
   ag_server srv;
   memset(&srv, 0, sizeof srv);
   srv.cfg = cfg;
+  srv.lock_fd = -1;
   srv.loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
   char err[512] = "";
@@ -149,6 +195,7 @@ int ag_server_run(const ag_config *cfg) {
     goto fail;
   }
   if ((rc = open_store(cfg, srv.loop, &srv.store)) < 0) goto fail;
+  if ((rc = lock_database(cfg->db, &srv.lock_fd)) < 0) goto fail;
   if ((rc = ag_http_client_new(srv.loop, &srv.http_client)) < 0) goto fail;
 
   bool offline = !cfg->openai_base_url || !*cfg->openai_base_url;
@@ -223,6 +270,7 @@ int ag_server_run(const ag_config *cfg) {
   ag_template_set_free(srv.templates);
   rc = uv_loop_close(srv.loop);
   if (rc != 0) ag_log_warn(NULL, "event loop closed with handles still open");
+  if (srv.lock_fd >= 0) close(srv.lock_fd);
   ag_log_info(NULL, "agentd stopped");
   return 0;
 
@@ -240,5 +288,6 @@ fail:
   uv_run(srv.loop, UV_RUN_DEFAULT);
   ag_template_set_free(srv.templates);
   uv_loop_close(srv.loop);
+  if (srv.lock_fd >= 0) close(srv.lock_fd);
   return 1;
 }

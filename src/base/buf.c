@@ -25,6 +25,18 @@ bool ag_slice_starts_with(ag_slice a, const char *prefix) {
 
 char *ag_slice_dup(ag_slice s) { return ag_strndup(s.ptr ? s.ptr : "", s.len); }
 
+size_t ag_utf8_cut(const char *s, size_t len) {
+  size_t i = len, back = 0;
+  while (i > 0 && back < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+    i--;
+    back++;
+  }
+  if (i == 0) return len; /* only continuation bytes: not UTF-8 we can reason about */
+  unsigned char lead = (unsigned char)s[i - 1];
+  size_t need = lead < 0x80 ? 1 : (lead & 0xE0) == 0xC0 ? 2 : (lead & 0xF0) == 0xE0 ? 3 : (lead & 0xF8) == 0xF0 ? 4 : 1;
+  return (i - 1) + need > len ? i - 1 : len;
+}
+
 char *ag_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 char *ag_strndup(const char *s, size_t n) {

@@ -51,6 +51,10 @@ char *ag_buf_take(ag_buf *b);
 static inline ag_slice ag_buf_slice(const ag_buf *b) { return (ag_slice){b->ptr ? b->ptr : "", b->len}; }
 static inline const char *ag_buf_cstr(const ag_buf *b) { return b->ptr ? b->ptr : ""; }
 
+/* The longest prefix of s[0..len) that does not end inside a UTF-8 sequence, for cutting text to a
+ * byte budget without splitting a character (s is assumed to be valid UTF-8 from its start). */
+size_t ag_utf8_cut(const char *s, size_t len);
+
 /* NULL-safe strdup that returns NULL only for NULL input or OOM. */
 char *ag_strdup(const char *s);
 char *ag_strndup(const char *s, size_t n);

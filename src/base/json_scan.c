@@ -3,11 +3,14 @@
  * A small state machine over bytes. It validates structure loosely (enough to keep the path
  * right); numbers and literals are skipped as runs of non-delimiters. Decoded string bytes are
  * batched in s->out and flushed to the callback at the end of each feed, when the buffer fills,
- * and when the string ends, so fragment boundaries follow the input but never split UTF-8 badly:
- * the bytes are passed through as they came (the model's own UTF-8), only escapes are decoded. */
+ * and when the string ends. A fragment never ends inside a UTF-8 sequence: an incomplete one is
+ * held back until its remaining bytes arrive. Bytes pass through as they came (the model's own
+ * UTF-8); only escapes are decoded. */
 #include "base/json_scan.h"
 
 #include <string.h>
+
+#include "base/buf.h"
 
 enum {
   S_VALUE,      /* expecting a value */
@@ -34,12 +37,15 @@ bool ag_json_scan_failed(const ag_json_scan *s) { return s->failed; }
 
 static void flush(ag_json_scan *s, bool done) {
   if (s->in_key || (!s->outlen && !done)) return;
-  /* Only string values directly or indirectly inside an object are reported. */
+  /* Mid-string, hold back an incomplete UTF-8 sequence so that no fragment splits a character. */
+  size_t n = done ? s->outlen : ag_utf8_cut(s->out, s->outlen);
+  if (!n && !done) return;
   const char *path[AG_JSON_SCAN_MAX_DEPTH];
   for (int i = 0; i < s->depth; i++)
     path[i] = s->kind[i] == 'o' ? s->keys[i] : NULL;
-  if (s->cb) s->cb(path, (size_t)s->depth, s->out, s->outlen, done, s->ud);
-  s->outlen = 0;
+  if (s->cb) s->cb(path, (size_t)s->depth, s->out, n, done, s->ud);
+  memmove(s->out, s->out + n, s->outlen - n);
+  s->outlen -= n;
 }
 
 static void emit(ag_json_scan *s, const char *p, size_t n) {

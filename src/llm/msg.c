@@ -64,16 +64,28 @@ fail:
   return AG_ENOMEM;
 }
 
+static ag_json *tool_call_json(const ag_tool_call *call) {
+  ag_json *tc = ag_json_object_new(), *fn = ag_json_object_new();
+  if (!tc || !fn || ag_json_set_take(fn, "name", ag_json_string_new(call->name)) < 0 ||
+      ag_json_set_take(fn, "arguments", ag_json_string_new(call->arguments ? call->arguments : "{}")) < 0 ||
+      ag_json_set_take(tc, "id", ag_json_string_new(call->id)) < 0 ||
+      ag_json_set_take(tc, "type", ag_json_string_new("function")) < 0) {
+    ag_json_free(tc);
+    ag_json_free(fn);
+    return NULL;
+  }
+  if (ag_json_set_take(tc, "function", fn) < 0) { /* consumed fn */
+    ag_json_free(tc);
+    return NULL;
+  }
+  return tc;
+}
+
 char *ag_tool_calls_to_json(const ag_tool_call *calls, size_t n) {
   ag_json *arr = ag_json_array_new();
   if (!arr) return NULL;
   for (size_t i = 0; i < n; i++) {
-    ag_json *tc = ag_json_object_new(), *fn = ag_json_object_new();
-    if (!tc || !fn || ag_json_set_take(fn, "name", ag_json_string_new(calls[i].name)) < 0 ||
-        ag_json_set_take(fn, "arguments", ag_json_string_new(calls[i].arguments ? calls[i].arguments : "{}")) < 0 ||
-        ag_json_set_take(tc, "id", ag_json_string_new(calls[i].id)) < 0 ||
-        ag_json_set_take(tc, "type", ag_json_string_new("function")) < 0 || ag_json_set_take(tc, "function", fn) < 0 ||
-        ag_json_push_take(arr, tc) < 0) {
+    if (ag_json_push_take(arr, tool_call_json(&calls[i])) < 0) { /* consumes, NULL-safe */
       ag_json_free(arr);
       return NULL;
     }

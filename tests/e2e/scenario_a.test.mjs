@@ -266,3 +266,28 @@ test(
     assert.ok(r.json?.error?.message, `error body: ${r.text.slice(0, 200)}`);
   }),
 );
+
+test(
+  'stream_options.include_usage: one extra chunk with empty choices carries the run usage, before [DONE]',
+  T(async () => {
+    const r = await sse(h, '/v1/chat/completions', {
+      model: 'tool_calling_agent',
+      messages: user('usage please'),
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    assert.equal(r.status, 200);
+    assert.ok(r.done);
+    const withUsage = r.chunks.filter((c) => c.usage);
+    assert.equal(withUsage.length, 1, `usage chunks: ${JSON.stringify(withUsage)}`);
+    const u = withUsage[0];
+    assert.deepEqual(u.choices, []);
+    assert.equal(u, r.chunks.at(-1), 'the usage chunk is the last before [DONE]');
+    // The run made two upstream calls; its usage is their sum as the fake reported it.
+    const reported = h.upstream.chatRequests().filter((x) => x.response?.usage).map((x) => x.response.usage);
+    const sum = reported.reduce((a, x) => a + x.prompt_tokens + x.completion_tokens, 0);
+    assert.ok(sum > 0);
+    assert.equal(u.usage.total_tokens, sum);
+    assert.equal(u.usage.prompt_tokens + u.usage.completion_tokens, u.usage.total_tokens);
+  }),
+);

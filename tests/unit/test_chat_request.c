@@ -83,6 +83,10 @@ static void test_clarification_forms(void **state) {
   assert_null(in.clarifications);
   assert_string_equal(ag__chat_last_user_text(&in), "m");
   ag__chat_input_deinit(&in);
+  assert_int_equal(
+      parse("{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", false, &in, &err), 0);
+  assert_null(ag__chat_last_user_text(&in)); /* no text at all is no clarification */
+  ag__chat_input_deinit(&in);
   assert_int_equal(parse("{}", false, &in, &err), 0);
   assert_null(ag__chat_last_user_text(&in));
   ag__chat_input_deinit(&in);
@@ -95,6 +99,12 @@ static void test_session_ids(void **state) {
   assert_false(ag__chat_is_session_id("sgr_agent-0c0d0952-787d-4f60-ae13-86c0e4f28e6c"));
   assert_false(ag__chat_is_session_id("sgr_agent_0C0D0952-787d-4f60-ae13-86c0e4f28e6c"));
   assert_false(ag__chat_is_session_id("_0c0d0952-787d-4f60-ae13-86c0e4f28e6c"));
+  assert_false(ag__chat_is_session_id("x\r\nSet-Cookie: a_0c0d0952-787d-4f60-ae13-86c0e4f28e6c"));
+  char longname[200];
+  memset(longname, 'a', 65);
+  strcpy(longname + 65, "_0c0d0952-787d-4f60-ae13-86c0e4f28e6c");
+  assert_false(ag__chat_is_session_id(longname));
+  assert_true(ag__chat_is_session_id(longname + 1));
 }
 
 int main(void) {

@@ -85,6 +85,41 @@ static void test_scan_malformed(void **state) {
   assert_false(ag_json_scan_feed(&s, deep, strlen(deep)));
 }
 
+/* Every fragment must end on a character boundary, even when the internal buffer fills mid-way
+ * through a multi-byte character. */
+static void frag_boundary(const char *const *path, size_t depth, const char *frag, size_t len, bool done, void *ud) {
+  (void)path;
+  (void)depth;
+  (void)done;
+  capture *c = ud;
+  assert_int_equal(ag_utf8_cut(frag, len), len);
+  assert_int_equal(ag_buf_append(&c->out, frag, len), 0);
+}
+
+static void test_scan_utf8_boundaries(void **state) {
+  (void)state;
+  ag_buf json;
+  ag_buf_init(&json, 1 << 16);
+  assert_int_equal(ag_buf_append_str(&json, "{\"answer\":\"a"), 0);
+  for (int i = 0; i < 200; i++)
+    assert_int_equal(ag_buf_append_str(&json, "\xe2\x82\xac"), 0);
+  assert_int_equal(ag_buf_append_str(&json, "\"}"), 0);
+  capture c = {{"answer"}, 1, {0}, 0};
+  ag_buf_init(&c.out, 1 << 16);
+  ag_json_scan s;
+  ag_json_scan_init(&s, frag_boundary, &c);
+  assert_true(ag_json_scan_feed(&s, json.ptr, json.len));
+  assert_int_equal(c.out.len, 1 + 600);
+  ag_buf_deinit(&c.out);
+  ag_buf_deinit(&json);
+  /* The cut helper itself. */
+  assert_int_equal(ag_utf8_cut("ab\xe2\x82", 4), 2);
+  assert_int_equal(ag_utf8_cut("ab\xe2\x82\xac", 5), 5);
+  assert_int_equal(ag_utf8_cut("\xc3", 1), 0);
+  assert_int_equal(ag_utf8_cut("abc", 3), 3);
+  assert_int_equal(ag_utf8_cut("\xf0\x9f\x98", 3), 0);
+}
+
 static void test_map(void **state) {
   (void)state;
   ag_map m;
@@ -167,9 +202,13 @@ static void test_sgr_schema_and_parse(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_scan_every_split), cmocka_unit_test(test_scan_nested_path),
-      cmocka_unit_test(test_scan_malformed),   cmocka_unit_test(test_map),
-      cmocka_unit_test(test_tool_names),       cmocka_unit_test(test_sgr_schema_and_parse),
+      cmocka_unit_test(test_scan_every_split),
+      cmocka_unit_test(test_scan_nested_path),
+      cmocka_unit_test(test_scan_malformed),
+      cmocka_unit_test(test_scan_utf8_boundaries),
+      cmocka_unit_test(test_map),
+      cmocka_unit_test(test_tool_names),
+      cmocka_unit_test(test_sgr_schema_and_parse),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
