@@ -448,7 +448,10 @@ static void begin_step(ag_session *s) {
     finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
-  if (s->llm_calls >= t->max_steps) {
+  /* Per run: max_steps LLM calls. Per session (runs resumed after clarifications or restarts add
+   * up): max_steps iterations for each run a session can have. */
+  long session_cap = (long)t->max_steps * (t->max_clarifications + 1);
+  if (s->llm_calls >= t->max_steps || s->iteration >= session_cap) {
     char msg[128];
     snprintf(msg, sizeof msg, "step limit reached (max_steps=%d) without a final answer", t->max_steps);
     emit_progress(s, "Stopped: %s.", msg);
