@@ -5,7 +5,7 @@
 CC       ?= cc
 # Quiet by default; `make V=1` shows full command lines.
 Q := $(if $(V),,@)
-PKGS     := libuv libcurl jansson sqlite3
+PKGS     := libuv libcurl jansson sqlite3 libpq
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
 
@@ -21,7 +21,10 @@ SAN_CFLAGS := $(BASEFLAGS) -O1 -g -fno-omit-frame-pointer \
               -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_LDFLAGS := -fsanitize=address,undefined
 
-LIB_SRCS  := $(filter-out src/app/main.c,$(wildcard src/*/*.c))
+# The SQL migrations are compiled in: build/gen/migrations.c is generated from src/store/migrations/.
+GEN_MIGRATIONS := build/gen/migrations.c
+MIGRATION_SQL  := $(sort $(wildcard src/store/migrations/*/*.sql))
+LIB_SRCS  := $(filter-out src/app/main.c,$(wildcard src/*/*.c)) $(GEN_MIGRATIONS)
 MAIN_SRC  := src/app/main.c
 TEST_SRCS := $(wildcard tests/unit/test_*.c)
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
@@ -33,6 +36,10 @@ SAN_TESTS := $(TEST_SRCS:tests/unit/%.c=$(SAN_DIR)/tests/%)
 .PHONY: all run test deps unit e2e fuzz fuzz-build asan clean format format-check bench
 
 all: $(REL_DIR)/agentd
+
+$(GEN_MIGRATIONS): $(MIGRATION_SQL) scripts/embed-migrations.sh
+	@echo "  GEN     $@"
+	$(Q)scripts/embed-migrations.sh $@
 
 $(REL_DIR)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -73,12 +80,13 @@ run: deps all
 	$(REL_DIR)/agentd serve
 
 # The whole suite: unit tests (cmocka, sanitizers), fuzz smoke runs, end-to-end tests with the
-# official openai client against a running sanitizer build and a fake upstream.
+# official openai client against a running sanitizer build and a fake upstream. The unit and
+# end-to-end tests run against a throw-away PostgreSQL cluster too (scripts/with-pg.sh); without
+# one (`make unit` on its own) the PostgreSQL cases are reported as skipped.
 test: deps
 	$(MAKE) asan
-	$(MAKE) unit
 	$(MAKE) fuzz
-	$(MAKE) e2e
+	scripts/with-pg.sh $(MAKE) unit e2e
 
 unit: $(SAN_TESTS)
 	@scripts/run-unit.sh $(SAN_TESTS)
@@ -87,7 +95,7 @@ e2e: $(SAN_DIR)/agentd
 	@scripts/run-e2e.sh $(SAN_DIR)/agentd
 
 # libFuzzer targets need clang; each runs briefly as a smoke test over its seed corpus.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc -g -O1 $(DEP_CFLAGS) \
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 $(DEP_CFLAGS) \
                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
@@ -100,9 +108,16 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@scripts/run-fuzz.sh $(FUZZ_BINS)
 
-# Quick figures (start-up, idle RSS, /healthz and chat-session CPU); the full suite is issue 8.
-bench: deps all
+build/bench/store_commits: bench/store_commits.c $(REL_DIR)/libagentd.a
+	@mkdir -p $(dir $@)
+	@echo "  BENCH   $@"
+	$(Q)$(CC) $(REL_CFLAGS) -o $@ $< $(REL_DIR)/libagentd.a $(DEP_LIBS)
+
+# Quick figures (start-up, idle RSS, /healthz and chat-session CPU) and step commits per backend;
+# the full suite is issue 8.
+bench: deps all build/bench/store_commits
 	@bench/quick.sh
+	@bench/store.sh
 
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)

@@ -76,9 +76,14 @@ struct ag_session {
   ag_msg *msgs;
   size_t n_msgs, cap_msgs, n_committed;
 
-  /* What the next commit carries besides messages. */
+  /* What the next commit carries besides messages: a new tool-execution row, and the result of
+   * one that was committed as started. */
   bool has_exec;
   ag_tool_exec_rec exec;
+  bool has_finish;
+  ag_tool_exec_rec finish_rec;
+  /* A plain tool call whose intent is committed and whose result is not (yet). */
+  char *pend_call_id, *pend_name, *pend_args;
   bool has_usage;
   ag_usage_rec usage_rec;
 
@@ -150,6 +155,10 @@ static void session_free(ag_session *s) {
   free(s->end_msg);
   free(s->resume_text);
   exec_rec_deinit(&s->exec);
+  exec_rec_deinit(&s->finish_rec);
+  free(s->pend_call_id);
+  free(s->pend_name);
+  free(s->pend_args);
   free(s->usage_rec.model);
   ag_buf_deinit(&s->streamed);
   free(s);
@@ -250,13 +259,15 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
     }
   }
   if (rc == 0) {
-    ag_step_commit c = {&rec,
-                        mr,
-                        n,
-                        s->has_exec ? &s->exec : NULL,
-                        s->has_exec ? 1 : 0,
-                        s->has_usage ? &s->usage_rec : NULL,
-                        s->has_usage ? 1 : 0};
+    ag_step_commit c = {.session = &rec,
+                        .messages = mr,
+                        .n_messages = n,
+                        .execs = s->has_exec ? &s->exec : NULL,
+                        .n_execs = s->has_exec ? 1 : 0,
+                        .usage = s->has_usage ? &s->usage_rec : NULL,
+                        .n_usage = s->has_usage ? 1 : 0,
+                        .finished = s->has_finish ? &s->finish_rec : NULL,
+                        .n_finished = s->has_finish ? 1 : 0};
     rc = ag_store_commit_step(s->rt->cfg.store, &c, on_committed, s);
   }
   for (size_t i = 0; i < n; i++)
@@ -270,6 +281,8 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
   s->n_committed = s->n_msgs;
   exec_rec_deinit(&s->exec);
   s->has_exec = false;
+  exec_rec_deinit(&s->finish_rec);
+  s->has_finish = false;
   free(s->usage_rec.model);
   memset(&s->usage_rec, 0, sizeof s->usage_rec);
   s->has_usage = false;
@@ -279,6 +292,13 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
 static void deliver_end(ag_session *s);
 static void finish(ag_session *s, int state, int err, const char *msg);
 static void begin_step(ag_session *s);
+
+static void on_error_recorded(int err, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  if (err < 0) ag_log_error(s->id, "could not record the session's failure either: %s", ag_strerror(err));
+  deliver_end(s);
+}
 
 static void on_committed(int err, void *ud) {
   ag_session *s = ud;
@@ -294,10 +314,26 @@ static void on_committed(int err, void *ud) {
     ag_log_error(s->id, "step commit failed: %s", ag_strerror(err));
     /* Storage is the source of truth: without it the run cannot go on safely. */
     s->state = AG_SESSION_ERROR;
-    s->end_err = AG_EDB;
-    set_str(&s->end_msg, "storage error: the step could not be saved");
+    s->end_err = err == AG_ECONNECT || err == AG_ETIMEDOUT ? AG_EUNAVAIL : AG_EDB;
+    set_str(&s->end_msg, err == AG_ECONNECT || err == AG_ETIMEDOUT ? "storage unavailable: the step could not be saved"
+                                                                   : "storage error: the step could not be saved");
     s->phase = PH_ENDING;
-    deliver_end(s);
+    if (err == AG_ECONNECT || err == AG_ETIMEDOUT || err == AG_ESHUTDOWN) {
+      /* The database is out of reach: the session stays at its last committed step, "running",
+       * and the server's recovery sweep continues it once the database is back. */
+      deliver_end(s);
+      return;
+    }
+    /* The database refused the step itself: retrying it would fail the same way (after paying
+     * for another LLM call), so record the failure on the session row alone. */
+    set_str(&s->error, s->end_msg);
+    ag_session_rec rec;
+    fill_rec(s, &rec);
+    ag_step_commit c = {.session = &rec};
+    if (ag_store_commit_step(s->rt->cfg.store, &c, on_error_recorded, s) == 0)
+      s->pending++;
+    else
+      deliver_end(s);
     return;
   }
   if (s->cancel) {
@@ -322,6 +358,16 @@ static void finish(ag_session *s, int state, int err, const char *msg) {
   }
   s->state = state;
   if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED) set_str(&s->error, msg);
+  if (s->pend_call_id && !s->has_finish) {
+    /* A plain call whose intent was committed never ran (cancelled, or failed before it): close
+     * its started row, so that no reader takes it for a call still in flight. */
+    exec_rec_deinit(&s->finish_rec);
+    s->finish_rec.tool_call_id = strdup(s->pend_call_id);
+    s->finish_rec.result = strdup("not run: the session ended first");
+    s->finish_rec.status = strdup("interrupted");
+    s->finish_rec.finished_at = ag_unix_ms();
+    s->has_finish = s->finish_rec.tool_call_id && s->finish_rec.result && s->finish_rec.status;
+  }
   if (commit(s, NULL) < 0) {
     ag_log_error(s->id, "could not queue the final commit");
     s->phase = PH_ENDING;
@@ -657,9 +703,67 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
   finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model returned neither text nor a tool call");
 }
 
-/* Runs the chosen tool: system tools change the session, plain tools produce a result. The
- * assistant message is already in s->msgs; the tool message and execution record are added here
- * and committed together with it (one journal entry per step). */
+static void after_tool(ag_session *s);
+static void execute_pending(ag_session *s);
+
+/* Adds the tool message for a call and its execution record, tells the owner, and commits; the
+ * run then goes on by next_state. `finishing` means the call was committed as started and this
+ * completes that row; otherwise the row is new (system tools, refusals). */
+static void record_result(ag_session *s, const ag_tool *tool, const char *call_id, const char *name, const char *args,
+                          const ag_buf *out, const char *status, bool finishing, uint64_t t0, int next_state) {
+  ag_msg tm = {0};
+  tm.role = AG_ROLE_TOOL;
+  tm.content = strdup(ag_buf_cstr(out));
+  tm.tool_call_id = strdup(call_id);
+  tm.name = strdup(tool ? tool->name : name);
+  ag_tool_exec_rec *e = finishing ? &s->finish_rec : &s->exec;
+  exec_rec_deinit(e);
+  e->iteration = s->iteration;
+  e->tool_call_id = strdup(call_id);
+  e->tool_name = strdup(tool ? tool->name : name);
+  e->arguments = strdup(args);
+  e->result = strdup(ag_buf_cstr(out));
+  e->status = strdup(status);
+  e->reason = strdup(tool ? "listed in the template's tools" : "unknown tool");
+  e->idempotent = tool && tool->idempotent;
+  e->duration_ms = (int64_t)(ag_now_ms() - t0);
+  e->created_at = ag_unix_ms();
+  e->finished_at = e->created_at;
+  if (finishing)
+    s->has_finish = true;
+  else
+    s->has_exec = true;
+  bool exec_ok = e->tool_call_id && e->tool_name && e->arguments && e->result && e->status && e->reason;
+  if (!exec_ok || !tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
+    ag_msg_deinit(&tm);
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
+  if (tool && tool->role == AG_TOOL_PLAIN && strcmp(status, "interrupted") != 0) {
+    emit_step(s, AG_STEP_TOOL_RESULT, tool->name, args, ag_buf_cstr(out));
+    size_t shown = out->len > MAX_PROGRESS_RESULT ? ag_utf8_cut(ag_buf_cstr(out), MAX_PROGRESS_RESULT) : out->len;
+    emit_progress(s, "Result: %.*s%s", (int)shown, ag_buf_cstr(out), shown < out->len ? "..." : "");
+  } else if (strcmp(status, "ok") != 0) {
+    emit_progress(s, "Tool error: %s", ag_buf_cstr(out));
+  }
+
+  if (next_state == AG_SESSION_WAITING) {
+    emit_progress(s, "Asking the user for a clarification.");
+    finish(s, AG_SESSION_WAITING, 0, NULL);
+    return;
+  }
+  if (next_state == AG_SESSION_COMPLETED || next_state == AG_SESSION_FAILED) {
+    finish(s, next_state, 0, NULL);
+    return;
+  }
+  if (commit(s, after_tool) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+}
+
+/* Runs the chosen tool. System tools change the session and are committed with their result in
+ * one journal entry (they have no effect outside it). A plain tool has effects outside agentd, so
+ * its call is journalled twice: first the intent (the assistant message and a "started"
+ * execution row), and only once that is durable is the tool run; its result is the next entry.
+ * A crash between the two leaves a started row that recovery can see (recover_call). */
 static void run_action(ag_session *s, const char *call_id, const char *name, const char *args) {
   const ag_tool *tool = ag_tools_find(name);
   toolkit tk;
@@ -719,57 +823,101 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
       free(q);
       break;
     }
-    default:
+    default: {
       if (tool->is_search) s->searches_used++;
-      if (tool->execute(args, strlen(args), &out) < 0) status = "error";
-      break;
+      ag_buf_deinit(&out);
+      /* The intent first. */
+      set_str(&s->pend_call_id, call_id);
+      set_str(&s->pend_name, tool->name);
+      set_str(&s->pend_args, args);
+      exec_rec_deinit(&s->exec);
+      s->exec.iteration = s->iteration;
+      s->exec.tool_call_id = strdup(call_id);
+      s->exec.tool_name = strdup(tool->name);
+      s->exec.arguments = strdup(args);
+      s->exec.status = strdup("started");
+      s->exec.reason = strdup("listed in the template's tools");
+      s->exec.idempotent = tool->idempotent;
+      s->exec.created_at = ag_unix_ms();
+      s->has_exec = true;
+      if (!s->pend_call_id || !s->pend_name || !s->pend_args || !s->exec.tool_call_id || !s->exec.tool_name ||
+          !s->exec.arguments || !s->exec.status || !s->exec.reason) {
+        finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+        return;
+      }
+      if (commit(s, execute_pending) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+      return;
+    }
     }
   }
   if (rc < 0) status = "error";
-
-  ag_msg tm = {0};
-  tm.role = AG_ROLE_TOOL;
-  tm.content = strdup(ag_buf_cstr(&out));
-  tm.tool_call_id = strdup(call_id);
-  tm.name = strdup(tool ? tool->name : name);
-  s->exec.iteration = s->iteration;
-  s->exec.tool_call_id = strdup(call_id);
-  s->exec.tool_name = strdup(tool ? tool->name : name);
-  s->exec.arguments = strdup(args);
-  s->exec.result = strdup(ag_buf_cstr(&out));
-  s->exec.status = strdup(status);
-  s->exec.reason = strdup(tool ? "listed in the template's tools" : "unknown tool");
-  s->exec.duration_ms = (int64_t)(ag_now_ms() - t0);
-  s->exec.created_at = ag_unix_ms();
-  s->has_exec = true;
-  bool exec_ok = s->exec.tool_call_id && s->exec.tool_name && s->exec.arguments && s->exec.result && s->exec.status &&
-                 s->exec.reason;
-  if (!exec_ok || !tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
-    ag_msg_deinit(&tm);
-    ag_buf_deinit(&out);
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-    return;
-  }
-  if (tool && tool->role != AG_TOOL_REASONING && tool->role != AG_TOOL_FINAL_ANSWER &&
-      tool->role != AG_TOOL_CLARIFICATION) {
-    emit_step(s, AG_STEP_TOOL_RESULT, tool->name, args, ag_buf_cstr(&out));
-    size_t shown = out.len > MAX_PROGRESS_RESULT ? ag_utf8_cut(ag_buf_cstr(&out), MAX_PROGRESS_RESULT) : out.len;
-    emit_progress(s, "Result: %.*s%s", (int)shown, ag_buf_cstr(&out), shown < out.len ? "..." : "");
-  } else if (strcmp(status, "ok") != 0) {
-    emit_progress(s, "Tool error: %s", ag_buf_cstr(&out));
-  }
+  record_result(s, tool, call_id, name, args, &out, status, false, t0, next_state);
   ag_buf_deinit(&out);
+}
 
-  if (next_state == AG_SESSION_WAITING) {
-    emit_progress(s, "Asking the user for a clarification.");
-    finish(s, AG_SESSION_WAITING, 0, NULL);
-    return;
+/* The intent of the pending plain call is durable: run it, then journal its result. */
+static void execute_pending(ag_session *s) {
+  const ag_tool *tool = ag_tools_find(s->pend_name);
+  ag_buf out;
+  ag_buf_init(&out, 1 << 20);
+  const char *status = "ok";
+  uint64_t t0 = ag_now_ms();
+  if (!tool) {
+    /* Only after a restart with a different set of tools. */
+    status = "error";
+    if (ag_buf_appendf(&out, "error: unknown tool \"%s\"", s->pend_name) < 0) ag_buf_reset(&out);
+  } else if (tool->execute(s->pend_args, strlen(s->pend_args), &out) < 0) {
+    status = "error";
   }
-  if (next_state == AG_SESSION_COMPLETED || next_state == AG_SESSION_FAILED) {
-    finish(s, next_state, 0, NULL);
-    return;
+  char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
+  s->pend_call_id = s->pend_name = s->pend_args = NULL;
+  record_result(s, tool, cid, name, args, &out, status, true, t0, AG_SESSION_RUNNING);
+  ag_buf_deinit(&out);
+  free(cid);
+  free(name);
+  free(args);
+}
+
+/* Recovery found the conversation ending in a plain tool call whose result was never committed:
+ * the tool may or may not have run. An idempotent tool is simply run again; any other is not
+ * repeated, and the model is told the call was interrupted. Returns false if there is no such
+ * call (the conversation ends between two steps). */
+static bool recover_call(ag_session *s) {
+  const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+  if (!last || last->role != AG_ROLE_ASSISTANT || last->n_tool_calls == 0) return false;
+  const ag_tool_call *tc = &last->tool_calls[0];
+  const ag_tool *tool = ag_tools_find(tc->name ? tc->name : "");
+  set_str(&s->pend_call_id, tc->id ? tc->id : "");
+  set_str(&s->pend_name, tool ? tool->name : (tc->name ? tc->name : ""));
+  set_str(&s->pend_args, tc->arguments ? tc->arguments : "{}");
+  if (!s->pend_call_id || !s->pend_name || !s->pend_args) {
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return true;
   }
-  if (commit(s, after_tool) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+  if (tool && tool->idempotent) {
+    ag_log_info(s->id, "repeating the interrupted call %s of %s (idempotent)", s->pend_call_id, tool->name);
+    execute_pending(s);
+    return true;
+  }
+  ag_log_warn(s->id, "the call %s of %s was interrupted and is not repeated (not idempotent)", s->pend_call_id,
+              s->pend_name);
+  ag_buf out;
+  ag_buf_init(&out, 1024);
+  int rc = ag_buf_appendf(&out,
+                          "error: this call was interrupted by a restart before its result was recorded; it was not "
+                          "repeated because %s is not idempotent, so its effects are unknown",
+                          s->pend_name);
+  char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
+  s->pend_call_id = s->pend_name = s->pend_args = NULL;
+  if (rc < 0)
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+  else
+    record_result(s, tool, cid, name, args, &out, "interrupted", true, ag_now_ms(), AG_SESSION_RUNNING);
+  ag_buf_deinit(&out);
+  free(cid);
+  free(name);
+  free(args);
+  return true;
 }
 
 static void after_tool(ag_session *s) { begin_step(s); }
@@ -965,11 +1113,15 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     /* Every commit ends between two steps, so the conversation is ready for the next one. An
      * sgr_tool_calling iteration whose reasoning was committed goes on with its action. */
     ag_log_info(s->id, "session resumed after a restart at iteration %d", s->iteration);
+    s->step = STEP_ACTION;
+    s->started = true;
+    if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
+    if (recover_call(s)) return;
     const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
     const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tools_find(last->name) : NULL;
     s->step =
         lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
-    started_then_step(s);
+    begin_step(s);
     return;
   }
   if (s->cancel) {
@@ -1114,7 +1266,7 @@ static void on_cancel_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs,
   free(rec->error);
   rec->error = strdup("cancelled by the client");
   rec->updated_at = ag_unix_ms();
-  ag_step_commit c = {rec, NULL, 0, NULL, 0, NULL, 0};
+  ag_step_commit c = {.session = rec};
   if (!rec->state || ag_store_commit_step(op->rt->cfg.store, &c, on_cancel_committed, op) < 0) {
     op->cb(AG_EDB, -1, op->ud);
     cancel_op_free(op);

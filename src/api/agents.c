@@ -108,10 +108,19 @@ static size_t query_num(ag_http_req *req, const char *name, size_t dflt, size_t 
   return dflt;
 }
 
+/* A failed store call: 503 while the database is out of reach (the client may retry), 500 for
+ * anything else. */
+static void storage_error(ag_http_req *req, int err, const char *what) {
+  if (err == AG_ECONNECT || err == AG_ETIMEDOUT || err == AG_EUNAVAIL)
+    ag_api_error(req, 503, "server_error", "storage_unavailable", NULL, "%s: the database is unreachable", what);
+  else
+    ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what);
+}
+
 static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
   ag_http_req *req = ud;
   if (err < 0) {
-    ag_api_error(req, 500, "server_error", "storage_error", NULL, "could not list sessions");
+    storage_error(req, err, "could not list sessions");
     return;
   }
   ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
@@ -145,8 +154,8 @@ static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
 void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req) {
   size_t limit = query_num(req, "limit", DEFAULT_PAGE, MAX_PAGE);
   size_t offset = query_num(req, "offset", 0, (size_t)1 << 40);
-  if (ag_store_list_sessions(ctx->store, NULL, limit, offset, on_listed, req) < 0)
-    ag_api_error(req, 500, "server_error", "storage_error", NULL, "could not list sessions");
+  int rc = ag_store_list_sessions(ctx->store, NULL, limit, offset, on_listed, req);
+  if (rc < 0) storage_error(req, rc, "could not list sessions");
 }
 
 /* ---------- GET /agents/{id}/state ---------- */
@@ -159,7 +168,7 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
     return;
   }
   if (err < 0) {
-    ag_api_error(req, 500, "server_error", "storage_error", NULL, "could not read the session");
+    storage_error(req, err, "could not read the session");
     return;
   }
   ag_json *o = ag_json_object_new(), *usage = ag_json_object_new();
@@ -201,8 +210,8 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
 }
 
 void ag__api_agent_state(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
-  if (ag_store_load_session(ctx->store, id, false, on_state, req) < 0)
-    ag_api_error(req, 500, "server_error", "storage_error", NULL, "could not read the session");
+  int rc = ag_store_load_session(ctx->store, id, false, on_state, req);
+  if (rc < 0) storage_error(req, rc, "could not read the session");
 }
 
 /* ---------- DELETE /agents/{id} ---------- */
@@ -220,7 +229,7 @@ static void on_cancelled(int err, int final_state, void *ud) {
     ag_api_error(cr->req, 409, "invalid_request_error", "session_finished", NULL,
                  "the session has already finished (state %s)", ag_session_state_name(final_state));
   } else if (err < 0) {
-    ag_api_error(cr->req, 500, "server_error", "storage_error", NULL, "could not cancel the session");
+    storage_error(cr->req, err, "could not cancel the session");
   } else {
     ag_json *o = ag_json_object_new();
     if (o && (ag_json_set_take(o, "agent_id", ag_json_string_new(cr->id)) < 0 ||

@@ -130,6 +130,10 @@ static int error_status(int err, const char **type, const char **code) {
     *type = "server_error";
     *code = "shutting_down";
     return 503;
+  case AG_EUNAVAIL:
+    *type = "server_error";
+    *code = "storage_unavailable";
+    return 503;
   case AG_ENOTFOUND:
     *type = "invalid_request_error";
     *code = "session_not_found";

@@ -29,6 +29,13 @@ void ag_config_defaults(ag_config *c) {
   c->request_timeout_ms = 30000;
   c->idle_timeout_ms = 60000;
   c->shutdown_timeout_ms = 5000;
+  c->migrate_on_start = true;
+  c->db_pool_size = 4;
+  c->db_connect_timeout_ms = 5000;
+  c->db_query_timeout_ms = 30000;
+  c->retention_max_age_s = 0;
+  c->retention_interval_s = 3600;
+  c->recovery_interval_s = 30;
 }
 
 void ag_config_deinit(ag_config *c) {
@@ -108,6 +115,13 @@ static const setting settings[] = {
     {"AGENTD_IDLE_TIMEOUT_MS", "idle_timeout_ms", 1, OFF(idle_timeout_ms)},
     {"AGENTD_SHUTDOWN_TIMEOUT_MS", "shutdown_timeout_ms", 1, OFF(shutdown_timeout_ms)},
     {"AGENTD_SQLITE_SYNC_FULL", "sqlite_sync_full", 6, OFF(sqlite_sync_full)},
+    {"AGENTD_MIGRATE_ON_START", "migrate_on_start", 6, OFF(migrate_on_start)},
+    {"AGENTD_DB_POOL_SIZE", "db_pool_size", 2, OFF(db_pool_size)},
+    {"AGENTD_DB_CONNECT_TIMEOUT_MS", "db_connect_timeout_ms", 1, OFF(db_connect_timeout_ms)},
+    {"AGENTD_DB_QUERY_TIMEOUT_MS", "db_query_timeout_ms", 1, OFF(db_query_timeout_ms)},
+    {"AGENTD_RETENTION_MAX_AGE_S", "retention_max_age_s", 1, OFF(retention_max_age_s)},
+    {"AGENTD_RETENTION_INTERVAL_S", "retention_interval_s", 1, OFF(retention_interval_s)},
+    {"AGENTD_RECOVERY_INTERVAL_S", "recovery_interval_s", 1, OFF(recovery_interval_s)},
 };
 
 static int apply(ag_config *c, const setting *s, const char *v, char *err, size_t errlen) {
@@ -224,7 +238,7 @@ int ag_config_load(ag_config *c, const char *path, char *err, size_t errlen) {
 const char *ag_config_help(void) {
   return "Settings (environment variable / config-file key, default):\n"
          "  AGENTD_LISTEN / listen                    host:port to serve on (127.0.0.1:8080)\n"
-         "  AGENTD_DB / db                            SQLite path or sqlite://path (var/agentd.db)\n"
+         "  AGENTD_DB / db                            SQLite path, sqlite://path or postgres://... (var/agentd.db)\n"
          "  AGENTD_TEMPLATES / templates              folder of agent template JSON files (templates)\n"
          "  OPENAI_BASE_URL / openai_base_url         upstream OpenAI-compatible API, e.g. https://api.openai.com/v1;\n"
          "                                            unset: the offline scripted demo model (not an LLM)\n"
@@ -243,5 +257,13 @@ const char *ag_config_help(void) {
          "  AGENTD_IDLE_TIMEOUT_MS                    idle keep-alive connection timeout (60000)\n"
          "  AGENTD_SHUTDOWN_TIMEOUT_MS                grace period for running sessions on SIGTERM (5000)\n"
          "  AGENTD_SQLITE_SYNC_FULL                   1: synchronous=FULL instead of NORMAL (0)\n"
+         "  AGENTD_MIGRATE_ON_START                   apply pending migrations at start; 0: refuse to start (1)\n"
+         "  AGENTD_DB_POOL_SIZE                       PostgreSQL connections (4)\n"
+         "  AGENTD_DB_CONNECT_TIMEOUT_MS              PostgreSQL connect timeout (5000)\n"
+         "  AGENTD_DB_QUERY_TIMEOUT_MS                longest database operation (30000)\n"
+         "  AGENTD_RETENTION_MAX_AGE_S                prune sessions not updated for this long; 0 keeps all (0)\n"
+         "  AGENTD_RETENTION_INTERVAL_S               how often the server prunes (3600)\n"
+         "  AGENTD_RECOVERY_INTERVAL_S                how often sessions left running by a database outage are\n"
+         "                                            resumed; 0: only at start (30)\n"
          "Config-file keys for the AGENTD_* settings are the lowercase names without the prefix.\n";
 }

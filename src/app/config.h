@@ -13,7 +13,7 @@
 typedef struct ag_config {
   char *listen_host;
   int listen_port;
-  char *db; /* SQLite path, sqlite://path, later postgres://... */
+  char *db; /* SQLite path, sqlite://path or postgres://... */
   char *templates_dir;
   char *openai_base_url; /* NULL/empty: the offline scripted demo model */
   char *openai_api_key;
@@ -31,6 +31,13 @@ typedef struct ag_config {
   uint64_t idle_timeout_ms;
   uint64_t shutdown_timeout_ms;
   bool sqlite_sync_full;
+  bool migrate_on_start; /* apply pending migrations at start (default); off: refuse to start */
+  int db_pool_size;      /* PostgreSQL connections */
+  uint64_t db_connect_timeout_ms;
+  uint64_t db_query_timeout_ms;
+  uint64_t retention_max_age_s;  /* prune sessions idle longer than this; 0 = keep forever */
+  uint64_t retention_interval_s; /* how often the server prunes */
+  uint64_t recovery_interval_s;  /* how often orphaned running sessions are resumed; 0 = only at start */
 } ag_config;
 
 void ag_config_defaults(ag_config *c);

@@ -1,5 +1,8 @@
 /* agentd: one binary serving LLM agents to any OpenAI-compatible client.
  * Subcommands: serve (default), migrate, version, help. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,8 @@ static void usage(FILE *out) {
           "Usage: agentd [COMMAND] [OPTIONS]\n\n"
           "Commands:\n"
           "  serve      run the server (the default)\n"
-          "  migrate    apply database migrations and exit\n"
+          "  migrate    apply database migrations and exit; `migrate status` only reports\n"
+          "  prune      delete sessions older than --older-than SECONDS (or AGENTD_RETENTION_MAX_AGE_S)\n"
           "  version    print the version\n"
           "  help       this text; `agentd serve --help` lists every setting\n",
           AGENTD_VERSION);
@@ -24,8 +28,8 @@ static void usage(FILE *out) {
 
 static void serve_usage(FILE *out) {
   fprintf(out,
-          "Usage: agentd serve|migrate [--config FILE] [--listen HOST:PORT] [--db PATH] [--templates DIR]\n"
-          "                    [--log-level LEVEL]\n\n"
+          "Usage: agentd serve|migrate [status]|prune [--config FILE] [--listen HOST:PORT] [--db URL]\n"
+          "                    [--templates DIR] [--log-level LEVEL] [--older-than SECONDS (prune)]\n\n"
           "Options override environment variables, which override the config file (JSON, also\n"
           "AGENTD_CONFIG), which overrides the built-in defaults.\n\n%s",
           ag_config_help());
@@ -51,10 +55,22 @@ int main(int argc, char **argv) {
     printf("agentd %s\n", AGENTD_VERSION);
     return 0;
   }
-  if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0) {
+  if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "prune") != 0) {
     fprintf(stderr, "agentd: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
+  }
+
+  bool migrate_apply = true;
+  uint64_t older_than = 0;
+  if (strcmp(cmd, "migrate") == 0 && i < argc && argv[i][0] != '-') {
+    if (strcmp(argv[i], "status") == 0) {
+      migrate_apply = false;
+    } else if (strcmp(argv[i], "apply") != 0) {
+      fprintf(stderr, "agentd migrate: unknown action '%s' (apply or status)\n", argv[i]);
+      return 2;
+    }
+    i++;
   }
 
   const char *config_path = getenv("AGENTD_CONFIG");
@@ -69,7 +85,8 @@ int main(int argc, char **argv) {
     ag_config_deinit(&cfg);
     return 2;
   }
-  for (; i < argc; i++) {
+  /* Every option takes a value: step over both. */
+  for (; i < argc; i += 2) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     int rc = 0;
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -87,6 +104,12 @@ int main(int argc, char **argv) {
       rc = set_opt(&cfg.db, v);
     } else if (strcmp(a, "--templates") == 0) {
       rc = set_opt(&cfg.templates_dir, v);
+    } else if (strcmp(a, "--older-than") == 0 && strcmp(cmd, "prune") == 0) {
+      char *end = NULL;
+      errno = 0;
+      unsigned long long n = strtoull(v, &end, 10);
+      rc = errno || !end || *end || v[0] == '-' || n == 0 ? -1 : 0;
+      older_than = n;
     } else if (strcmp(a, "--log-level") == 0) {
       rc = (cfg.log_level = ag_log_parse_level(v)) < 0 ? -1 : 0;
     } else {
@@ -98,10 +121,11 @@ int main(int argc, char **argv) {
       ag_config_deinit(&cfg);
       return 2;
     }
-    i++;
   }
   ag_log_set_level(cfg.log_level);
-  int code = strcmp(cmd, "migrate") == 0 ? ag_server_migrate(&cfg) : ag_server_run(&cfg);
+  int code = strcmp(cmd, "migrate") == 0 ? ag_server_migrate(&cfg, migrate_apply)
+             : strcmp(cmd, "prune") == 0 ? ag_server_prune(&cfg, older_than)
+                                         : ag_server_run(&cfg);
   ag_config_deinit(&cfg);
   return code;
 }

@@ -15,11 +15,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "agent/session.h"
 #include "agent/template.h"
 #include "api/api.h"
+#include "app/retention.h"
 #include "app/template_loader.h"
 #include "base/log.h"
 #include "base/util.h"
@@ -38,6 +40,7 @@ typedef struct ag_server {
   uv_loop_t *loop;
   ag_template_set *templates;
   ag_store *store;
+  ag_retention *retention; /* NULL when retention is off */
   ag_http_client *http_client;
   ag_llm_provider *provider;
   ag_runtime *runtime;
@@ -45,6 +48,8 @@ typedef struct ag_server {
   ag_api_ctx api;
   uv_signal_t sigterm, sigint;
   uv_timer_t shutdown_timer;
+  uv_timer_t recovery_timer; /* the periodic recovery sweep */
+  bool sweeping;             /* a sweep is listing or starting sessions */
   uint64_t shutdown_started;
   bool cancelled_runs;
   bool http_closed;
@@ -61,6 +66,26 @@ static void on_recovered(int err, size_t n, void *ud) {
     ag_log_info(NULL, "resuming %zu session(s) interrupted by the last stop", n);
 }
 
+static void on_swept(int err, size_t n, void *ud) {
+  ag_server *srv = ud;
+  srv->sweeping = false;
+  if (err < 0)
+    ag_log_warn(NULL, "recovery sweep: could not list running sessions: %s", ag_strerror(err));
+  else if (n)
+    ag_log_info(NULL, "recovery sweep: resuming %zu session(s) left running (a database outage?)", n);
+}
+
+/* A session whose step could not be committed because the database was out of reach stays
+ * "running" at its last committed step with no run attached in this process. The sweep resumes
+ * such sessions, as start-up recovery does; live ones are skipped. (One agentd per database, as
+ * for start-up recovery: several processes on one PostgreSQL database coordinate through the bus,
+ * a later issue.) */
+static void on_recovery_tick(uv_timer_t *t) {
+  ag_server *srv = t->data;
+  if (srv->sweeping || srv->shutdown_started) return;
+  if (ag_runtime_recover(srv->runtime, 1000, on_swept, srv) == 0) srv->sweeping = true;
+}
+
 static void handle_closed(void *ud) {
   ag_server *srv = ud;
   srv->closing--;
@@ -75,13 +100,17 @@ static void close_http_server(ag_server *srv) {
 /* Only once no run and no upstream call is left (their owners' contracts require it). */
 static void begin_close(ag_server *srv) {
   uv_timer_stop(&srv->shutdown_timer);
-  srv->closing = 3;
+  srv->closing = srv->retention ? 4 : 3;
   close_http_server(srv);
   ag_http_client_close(srv->http_client, handle_closed, srv);
+  /* Before the store: a prune in flight still gets its callback while the store drains. */
+  if (srv->retention) ag_retention_stop(srv->retention, handle_closed, srv);
+  srv->retention = NULL;
   ag_store_close(srv->store, handle_closed, srv);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
+  uv_close((uv_handle_t *)&srv->recovery_timer, NULL);
 }
 
 static void on_shutdown_tick(uv_timer_t *t) {
@@ -151,21 +180,73 @@ static int lock_database(const char *db, int *fd_out) {
   return 0;
 }
 
+static void store_options(const ag_config *cfg, ag_store_options *so) {
+  *so = (ag_store_options){
+      .url = cfg->db,
+      .synchronous_full = cfg->sqlite_sync_full,
+      .busy_timeout_ms = 5000,
+      .migrate = cfg->migrate_on_start ? AG_MIGRATE_AUTO : AG_MIGRATE_REFUSE,
+      .pool_size = cfg->db_pool_size,
+      .connect_timeout_ms = cfg->db_connect_timeout_ms > INT32_MAX ? INT32_MAX : (int)cfg->db_connect_timeout_ms,
+      .query_timeout_ms = cfg->db_query_timeout_ms > INT32_MAX ? INT32_MAX : (int)cfg->db_query_timeout_ms,
+  };
+}
+
 static int open_store(const ag_config *cfg, uv_loop_t *loop, ag_store **out) {
   char err[512] = "";
-  ag_store_options so = {cfg->db, cfg->sqlite_sync_full, 5000};
+  ag_store_options so;
+  store_options(cfg, &so);
   int rc = ag_store_open(loop, &so, out, err, sizeof err);
   if (rc < 0) ag_log_error(NULL, "cannot open the database %s: %s", cfg->db, err[0] ? err : ag_strerror(rc));
   return rc;
 }
 
-int ag_server_migrate(const ag_config *cfg) {
+int ag_server_migrate(const ag_config *cfg, bool apply) {
+  ag_store_options so;
+  store_options(cfg, &so);
+  char err[512] = "";
+  ag_migration_status *st = NULL;
+  size_t n = 0;
+  int rc = ag_store_migrate(&so, apply, &st, &n, err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "agentd migrate: %s: %s\n", cfg->db, err[0] ? err : ag_strerror(rc));
+    return 1;
+  }
+  printf("database %s\n", cfg->db);
+  for (size_t i = 0; i < n; i++) {
+    printf("  %04d  %-24s  %s  %s", st[i].version, st[i].name, st[i].checksum, st[i].applied ? "applied" : "pending");
+    if (st[i].applied) {
+      time_t t = (time_t)(st[i].applied_at / 1000);
+      struct tm tm;
+      char when[32] = "";
+      if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+      printf(" %s", when);
+    }
+    printf("\n");
+  }
+  printf(rc == 0 ? "up to date\n" : "%d pending\n", rc);
+  free(st);
+  return 0;
+}
+
+int ag_server_prune(const ag_config *cfg, uint64_t older_than_s) {
+  if (older_than_s == 0) older_than_s = cfg->retention_max_age_s;
+  if (older_than_s == 0) {
+    fprintf(stderr, "agentd prune: say how old: --older-than SECONDS, or set AGENTD_RETENTION_MAX_AGE_S\n");
+    return 2;
+  }
+  if (older_than_s > INT64_MAX / 1000) older_than_s = INT64_MAX / 1000;
   uv_loop_t loop;
-  uv_loop_init(&loop);
+  if (uv_loop_init(&loop) != 0) return 1;
   ag_store *st = NULL;
   int rc = open_store(cfg, &loop, &st);
+  size_t n = 0;
   if (rc == 0) {
-    ag_log_info(NULL, "database %s is at the latest schema", cfg->db);
+    rc = ag_retention_prune_now(&loop, st, ag_unix_ms() - (int64_t)older_than_s * 1000, &n);
+    if (rc < 0)
+      fprintf(stderr, "agentd prune: %s\n", ag_strerror(rc));
+    else
+      printf("pruned %zu session(s) not updated for %llu s\n", n, (unsigned long long)older_than_s);
     ag_store_close(st, NULL, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
   }
@@ -196,6 +277,15 @@ int ag_server_run(const ag_config *cfg) {
   }
   if ((rc = open_store(cfg, srv.loop, &srv.store)) < 0) goto fail;
   if ((rc = lock_database(cfg->db, &srv.lock_fd)) < 0) goto fail;
+  if (cfg->retention_max_age_s > 0) {
+    if ((rc = ag_retention_start(srv.loop, srv.store, cfg->retention_max_age_s, cfg->retention_interval_s,
+                                 &srv.retention)) < 0) {
+      ag_log_error(NULL, "cannot start the retention job: %s", ag_strerror(rc));
+      goto fail;
+    }
+    ag_log_info(NULL, "retention: sessions idle for more than %llu s are pruned every %llu s",
+                (unsigned long long)cfg->retention_max_age_s, (unsigned long long)cfg->retention_interval_s);
+  }
   if ((rc = ag_http_client_new(srv.loop, &srv.http_client)) < 0) goto fail;
 
   bool offline = !cfg->openai_base_url || !*cfg->openai_base_url;
@@ -253,7 +343,13 @@ int ag_server_run(const ag_config *cfg) {
   uv_signal_init(srv.loop, &srv.sigterm);
   uv_signal_init(srv.loop, &srv.sigint);
   uv_timer_init(srv.loop, &srv.shutdown_timer);
-  srv.sigterm.data = srv.sigint.data = srv.shutdown_timer.data = &srv;
+  uv_timer_init(srv.loop, &srv.recovery_timer);
+  srv.sigterm.data = srv.sigint.data = srv.shutdown_timer.data = srv.recovery_timer.data = &srv;
+  if (cfg->recovery_interval_s > 0 && cfg->recovery_interval_s < UINT64_MAX / 1000) {
+    uint64_t every = cfg->recovery_interval_s * 1000;
+    uv_timer_start(&srv.recovery_timer, on_recovery_tick, every, every);
+  }
+  uv_unref((uv_handle_t *)&srv.recovery_timer);
   uv_signal_start(&srv.sigterm, on_signal, SIGTERM);
   uv_signal_start(&srv.sigint, on_signal, SIGINT);
 
@@ -284,6 +380,7 @@ fail:
   }
   ag_llm_provider_free(srv.provider);
   if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);
+  if (srv.retention) ag_retention_stop(srv.retention, NULL, NULL);
   if (srv.store) ag_store_close(srv.store, NULL, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
   ag_template_set_free(srv.templates);

@@ -4,11 +4,18 @@
 #ifndef AG_APP_SERVER_H
 #define AG_APP_SERVER_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "app/config.h"
 
 /* Runs `agentd serve` until SIGTERM/SIGINT; returns the process exit code. */
 int ag_server_run(const ag_config *cfg);
-/* Runs `agentd migrate`: opens the database, applies migrations, reports, exits. */
-int ag_server_migrate(const ag_config *cfg);
+/* Runs `agentd migrate` (apply) or `agentd migrate status`: checks the applied migrations,
+ * applies the missing ones if `apply`, prints one line per migration on stdout. 0 or 1. */
+int ag_server_migrate(const ag_config *cfg, bool apply);
+/* Runs `agentd prune`: deletes the sessions not updated for older_than_s seconds (0: the
+ * configured retention age) with everything hanging off them. 0, 1, or 2 for a usage error. */
+int ag_server_prune(const ag_config *cfg, uint64_t older_than_s);
 
 #endif

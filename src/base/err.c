@@ -19,6 +19,7 @@ const char *ag_strerror(int err) {
   case AG_ELIMIT: return "limit reached";
   case AG_ECONNECT: return "connection failed";
   case AG_ESHUTDOWN: return "shutting down";
+  case AG_EUNAVAIL: return "temporarily unavailable";
   }
   return "unknown error";
 }

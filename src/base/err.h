@@ -20,6 +20,7 @@ enum ag_err {
   AG_ELIMIT = -13,    /* a hard limit (steps, clarifications) was reached */
   AG_ECONNECT = -14,  /* could not connect */
   AG_ESHUTDOWN = -15, /* the server is shutting down */
+  AG_EUNAVAIL = -16,  /* a service agentd depends on (the database) is out of reach for now */
 };
 
 /* Static, never NULL. */

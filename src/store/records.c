@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "base/buf.h"
-#include "store/sqlite_internal.h"
 #include "store/store.h"
 
 /* Duplicates an optional string: NULL stays NULL, anything else must be copied. */
@@ -24,6 +23,8 @@ void ag_session_rec_deinit(ag_session_rec *s) {
   free(s->task);
   free(s->stream_format);
   free(s->parent_id);
+  free(s->thread_id);
+  free(s->stage);
   free(s->current_step_reasoning);
   free(s->result);
   free(s->error);
@@ -65,6 +66,7 @@ int ag_session_rec_copy(ag_session_rec *dst, const ag_session_rec *src) {
   /* Scalars first, then each string over the top, so a half-done copy is always safe to deinit. */
   *dst = *src;
   dst->id = dst->template_name = dst->state = dst->task = dst->stream_format = dst->parent_id = NULL;
+  dst->thread_id = dst->stage = NULL;
   dst->current_step_reasoning = dst->result = dst->error = NULL;
   int rc;
   if ((rc = dup_opt(&dst->id, src->id)) < 0) goto fail;
@@ -73,6 +75,8 @@ int ag_session_rec_copy(ag_session_rec *dst, const ag_session_rec *src) {
   if ((rc = dup_opt(&dst->task, src->task)) < 0) goto fail;
   if ((rc = dup_opt(&dst->stream_format, src->stream_format)) < 0) goto fail;
   if ((rc = dup_opt(&dst->parent_id, src->parent_id)) < 0) goto fail;
+  if ((rc = dup_opt(&dst->thread_id, src->thread_id)) < 0) goto fail;
+  if ((rc = dup_opt(&dst->stage, src->stage)) < 0) goto fail;
   if ((rc = dup_opt(&dst->current_step_reasoning, src->current_step_reasoning)) < 0) goto fail;
   if ((rc = dup_opt(&dst->result, src->result)) < 0) goto fail;
   if ((rc = dup_opt(&dst->error, src->error)) < 0) goto fail;
@@ -95,48 +99,5 @@ int ag_message_rec_copy(ag_message_rec *dst, const ag_message_rec *src) {
   return 0;
 fail:
   ag_message_rec_deinit(dst);
-  return rc;
-}
-
-void ag__tool_exec_rec_deinit(ag_tool_exec_rec *e) {
-  if (!e) return;
-  free(e->tool_call_id);
-  free(e->tool_name);
-  free(e->arguments);
-  free(e->result);
-  free(e->status);
-  free(e->reason);
-  memset(e, 0, sizeof *e);
-}
-
-int ag__tool_exec_rec_copy(ag_tool_exec_rec *dst, const ag_tool_exec_rec *src) {
-  if (!dst || !src) return AG_EINVAL;
-  *dst = *src;
-  dst->tool_call_id = dst->tool_name = dst->arguments = dst->result = dst->status = dst->reason = NULL;
-  int rc;
-  if ((rc = dup_opt(&dst->tool_call_id, src->tool_call_id)) < 0) goto fail;
-  if ((rc = dup_opt(&dst->tool_name, src->tool_name)) < 0) goto fail;
-  if ((rc = dup_opt(&dst->arguments, src->arguments)) < 0) goto fail;
-  if ((rc = dup_opt(&dst->result, src->result)) < 0) goto fail;
-  if ((rc = dup_opt(&dst->status, src->status)) < 0) goto fail;
-  if ((rc = dup_opt(&dst->reason, src->reason)) < 0) goto fail;
-  return 0;
-fail:
-  ag__tool_exec_rec_deinit(dst);
-  return rc;
-}
-
-void ag__usage_rec_deinit(ag_usage_rec *u) {
-  if (!u) return;
-  free(u->model);
-  memset(u, 0, sizeof *u);
-}
-
-int ag__usage_rec_copy(ag_usage_rec *dst, const ag_usage_rec *src) {
-  if (!dst || !src) return AG_EINVAL;
-  *dst = *src;
-  dst->model = NULL;
-  int rc = dup_opt(&dst->model, src->model);
-  if (rc < 0) ag__usage_rec_deinit(dst);
   return rc;
 }

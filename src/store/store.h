@@ -1,10 +1,10 @@
 /* The storage interface: typed records in, typed records out, no SQL above this layer.
  *
- * A backend is a table of functions (struct ag_store_vtbl); ag_store_open() picks one from the
- * database URL: a file path or sqlite://path selects SQLite, postgres:// PostgreSQL (later).
- * Every operation is asynchronous: it copies what it needs from its arguments before returning
- * (so the caller may free them at once), runs on the backend's worker, and calls its callback on
- * the loop thread. Callback contract: if the call returns an error the callback is never called;
+ * ag_store_open() picks a backend from the database URL: a file path or sqlite://path selects
+ * SQLite, postgres:// PostgreSQL. Each operation is written once, above the backends, as a batch
+ * of SQL statements (store/db.h). Every operation is asynchronous: it copies what it needs from
+ * its arguments before returning (so the caller may free them at once), runs on the backend, and
+ * calls its callback on the loop thread. Callback contract: if the call returns an error the callback is never called;
  * otherwise it is called exactly once, never from inside the call itself.
  *
  * The step journal: ag_store_commit_step() writes one step atomically (session snapshot, the new
@@ -31,6 +31,8 @@ typedef struct ag_session_rec {
   char *task;          /* the first user message */
   char *stream_format; /* "openai" or "sgr" as chosen when the session began */
   char *parent_id;     /* delegating session, or NULL */
+  char *thread_id;     /* the user thread it belongs to, or NULL */
+  char *stage;         /* workflow stage / node, or NULL */
   int iteration;
   int searches_used;
   int clarifications_used;
@@ -59,12 +61,15 @@ typedef struct ag_tool_exec_rec {
   int iteration;
   char *tool_call_id;
   char *tool_name;
-  char *arguments; /* JSON text */
-  char *result;    /* text given back to the model */
-  char *status;    /* "ok", "error", "interrupted" */
-  char *reason;    /* why the call was allowed (policy), or NULL */
+  char *arguments;  /* JSON text */
+  char *result;     /* text given back to the model */
+  char *status;     /* "started", "ok", "error", "interrupted" */
+  char *reason;     /* why the call was allowed (policy), or NULL */
+  int tool_version; /* the catalog version that ran, 0 for built-ins */
+  bool idempotent;  /* safe to repeat if its result was never committed */
   int64_t duration_ms;
   int64_t created_at;
+  int64_t finished_at; /* 0 while started */
 } ag_tool_exec_rec;
 
 typedef struct ag_usage_rec {
@@ -76,7 +81,10 @@ typedef struct ag_usage_rec {
 } ag_usage_rec;
 
 /* One step, committed atomically. `session` is upserted (inserted the first time, then updated
- * in full); messages are appended and must continue the session's seq without gaps. */
+ * in full); messages are appended and must continue the session's seq without gaps; `execs` are
+ * new tool-execution rows (status "started" for a call about to run, or already finished);
+ * `finished` completes started rows, matched by tool_call_id (result, status, duration_ms,
+ * finished_at are taken from each), and fails the step with AG_ENOTFOUND if there is none. */
 typedef struct ag_step_commit {
   const ag_session_rec *session;
   const ag_message_rec *messages;
@@ -85,6 +93,8 @@ typedef struct ag_step_commit {
   size_t n_execs;
   const ag_usage_rec *usage;
   size_t n_usage;
+  const ag_tool_exec_rec *finished;
+  size_t n_finished;
 } ag_step_commit;
 
 typedef void (*ag_store_done_fn)(int err, void *ud);
@@ -94,52 +104,60 @@ typedef void (*ag_store_session_fn)(int err, ag_session_rec *s, ag_message_rec *
 /* `recs` owned by the callee (ag_session_recs_free). Newest first. */
 typedef void (*ag_store_list_fn)(int err, ag_session_rec *recs, size_t n, void *ud);
 
-struct ag_store_vtbl {
-  const char *name; /* "sqlite", "postgres" */
-  int (*commit_step)(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb, void *ud);
-  int (*load_session)(ag_store *st, const char *id, bool with_messages, ag_store_session_fn cb, void *ud);
-  /* Newest first; `state` filters when non-NULL. */
-  int (*list_sessions)(ag_store *st, const char *state, size_t limit, size_t offset, ag_store_list_fn cb, void *ud);
-  /* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets
-   * the number changed through err >= 0. */
-  int (*transition_all)(ag_store *st, const char *from, const char *to, const char *error, ag_store_done_fn cb,
-                        void *ud);
-  /* Finishes queued work, stops the worker, frees the store; done(ud) from the loop (may be NULL). */
-  void (*close)(ag_store *st, void (*done)(void *ud), void *ud);
-};
-
-struct ag_store {
-  const struct ag_store_vtbl *vt;
-};
+/* What ag_store_open does about migrations the database lacks. */
+enum ag_store_migrate { AG_MIGRATE_AUTO = 0, AG_MIGRATE_REFUSE = 1 };
 
 typedef struct ag_store_options {
-  const char *url;       /* path, sqlite://path or postgres://... */
-  bool synchronous_full; /* SQLite: synchronous=FULL instead of NORMAL */
-  int busy_timeout_ms;   /* SQLite busy timeout; default 5000 */
+  const char *url;        /* path, sqlite://path or postgres://... */
+  bool synchronous_full;  /* SQLite: synchronous=FULL instead of NORMAL */
+  int busy_timeout_ms;    /* SQLite busy timeout; default 5000 */
+  int migrate;            /* enum ag_store_migrate: apply pending migrations (default) or refuse */
+  int pool_size;          /* PostgreSQL connections; default 4 */
+  int connect_timeout_ms; /* PostgreSQL connect (and reconnect) timeout; default 5000 */
+  int query_timeout_ms;   /* a batch not finished by then fails with AG_ETIMEDOUT; default 30000 */
 } ag_store_options;
 
-/* Opens the database (creating the file and its directory if needed) and applies migrations,
- * synchronously: this runs once at start-up, before the loop serves requests. */
+/* Opens the database (for SQLite creating the file and its directory if needed), checks and
+ * applies migrations, and starts the backend on `loop`. Synchronous: this runs once at start-up,
+ * before the loop serves requests. On failure writes a sentence into err. */
 AG_MUST_CHECK int ag_store_open(uv_loop_t *loop, const ag_store_options *opts, ag_store **out, char *err,
                                 size_t errlen);
 
-static inline AG_MUST_CHECK int ag_store_commit_step(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb,
-                                                     void *ud) {
-  return st->vt->commit_step(st, c, cb, ud);
-}
-static inline AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *id, bool with_messages,
-                                                      ag_store_session_fn cb, void *ud) {
-  return st->vt->load_session(st, id, with_messages, cb, ud);
-}
-static inline AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit, size_t offset,
-                                                       ag_store_list_fn cb, void *ud) {
-  return st->vt->list_sessions(st, state, limit, offset, cb, ud);
-}
-static inline AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to,
-                                                        const char *error, ag_store_done_fn cb, void *ud) {
-  return st->vt->transition_all(st, from, to, error, cb, ud);
-}
-static inline void ag_store_close(ag_store *st, void (*done)(void *ud), void *ud) { st->vt->close(st, done, ud); }
+/* Finishes queued work (callbacks still run), closes the connections and frees the store;
+ * done(ud) from the loop (may be NULL). New calls after close fail with AG_ESHUTDOWN. Calling it
+ * from inside a store callback is fine. */
+void ag_store_close(ag_store *st, void (*done)(void *ud), void *ud);
+
+/* "sqlite" or "postgres". */
+const char *ag_store_backend(const ag_store *st);
+
+/* One compiled migration and whether the database has it (`agentd migrate status`). */
+typedef struct ag_migration_status {
+  int version;
+  char name[64];
+  char checksum[17];
+  bool applied;
+  int64_t applied_at; /* Unix ms; 0 when pending */
+} ag_migration_status;
+
+/* Connects without starting, checks the applied migrations, applies the missing ones if `apply`,
+ * and reports every compiled migration in *status (caller frees with free()). Returns the number
+ * still pending (0 after an apply) or an error with a sentence in err. */
+AG_MUST_CHECK int ag_store_migrate(const ag_store_options *opts, bool apply, ag_migration_status **status,
+                                   size_t *n_status, char *err, size_t errlen);
+
+/* ---- sessions and the step journal (sessions.c) -------------------------------------------- */
+
+AG_MUST_CHECK int ag_store_commit_step(ag_store *st, const ag_step_commit *c, ag_store_done_fn cb, void *ud);
+AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *id, bool with_messages, ag_store_session_fn cb,
+                                        void *ud);
+/* Newest first; `state` filters when non-NULL. */
+AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit, size_t offset,
+                                         ag_store_list_fn cb, void *ud);
+/* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets the
+ * number changed through err >= 0. */
+AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to, const char *error,
+                                          ag_store_done_fn cb, void *ud);
 
 /* NULL-safe frees and deep copies of records. */
 void ag_session_rec_deinit(ag_session_rec *s);

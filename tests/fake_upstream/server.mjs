@@ -209,12 +209,19 @@ function forcedToolName(body) {
   return undefined;
 }
 
+// Whether an ordinary tool has answered since the last user message. A reasoning tool's result
+// does not count: sgr_tool_calling agents call it before every action, and the action must still
+// be an ordinary tool the first time round.
 function toolMessageAfterLastUser(messages) {
   let lastUser = -1;
+  const callNames = new Map();
   messages.forEach((m, i) => {
     if (m?.role === 'user') lastUser = i;
+    for (const tc of m?.tool_calls ?? []) callNames.set(tc?.id, tc?.function?.name ?? tc?.name);
   });
-  return messages.slice(lastUser + 1).some((m) => m?.role === 'tool');
+  return messages
+    .slice(lastUser + 1)
+    .some((m) => m?.role === 'tool' && !/reason/i.test(callNames.get(m.tool_call_id) ?? m.name ?? ''));
 }
 
 function toolCallFor(tool, args, final) {

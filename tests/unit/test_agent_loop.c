@@ -16,6 +16,7 @@
 #include "agent/template.h"
 #include "base/buf.h"
 #include "llm/llm.h"
+#include "store/db.h"
 #include "store/store.h"
 
 typedef struct fixture {
@@ -152,7 +153,7 @@ static int setup_with(void **state, bool stubborn) {
   assert_non_null(mkdtemp(f->dir));
   char path[128];
   snprintf(path, sizeof path, "%s/t.db", f->dir);
-  ag_store_options so = {path, false, 5000};
+  ag_store_options so = {.url = path, .busy_timeout_ms = 5000};
   char err[256];
   assert_int_equal(ag_store_open(&f->loop, &so, &f->store, err, sizeof err), 0);
   if (stubborn) {
@@ -404,7 +405,7 @@ static void test_recover_running(void **state) {
   rec.created_at = rec.updated_at = 1;
   ag_message_rec msgs[2] = {{0, "system", "test", NULL, NULL, NULL, 1},
                             {1, "user", "What time is it?", NULL, NULL, NULL, 1}};
-  ag_step_commit c = {&rec, msgs, 2, NULL, 0, NULL, 0};
+  ag_step_commit c = {.session = &rec, .messages = msgs, .n_messages = 2};
   int done = 0;
   assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
   while (!done)
@@ -434,6 +435,115 @@ static void test_recover_running(void **state) {
   ag_session_rec_free(l.rec);
 }
 
+/* The tool-call journal across a crash: a plain call whose intent was committed but whose
+ * result was not. An idempotent tool (current_time) is run again; a call that cannot be repeated
+ * (here: the tool no longer exists, so nothing says it is safe) is closed as interrupted and the
+ * model is told. Either way the session goes on and completes, and the started row is finished. */
+static void commit_started_call(fixture *f, const char *id, const char *call_id, const char *tool) {
+  ag_session_rec rec = {0};
+  rec.id = (char *)id;
+  rec.template_name = "tc";
+  rec.template_version = 1;
+  rec.state = "running";
+  rec.task = "What time is it?";
+  rec.stream_format = "openai";
+  rec.iteration = 1;
+  rec.created_at = rec.updated_at = 1;
+  char calls[256];
+  snprintf(calls, sizeof calls,
+           "[{\"id\":\"%s\",\"type\":\"function\",\"function\":{\"name\":\"%s\",\"arguments\":\"{}\"}}]", call_id,
+           tool);
+  ag_message_rec msgs[3] = {{0, "system", "test", NULL, NULL, NULL, 1},
+                            {1, "user", "What time is it?", NULL, NULL, NULL, 1},
+                            {2, "assistant", NULL, calls, NULL, NULL, 2}};
+  ag_tool_exec_rec started = {.iteration = 1,
+                              .tool_call_id = (char *)call_id,
+                              .tool_name = (char *)tool,
+                              .arguments = "{}",
+                              .status = "started",
+                              .idempotent = strcmp(tool, "current_time") == 0,
+                              .created_at = 2};
+  ag_step_commit c = {.session = &rec, .messages = msgs, .n_messages = 3, .execs = &started, .n_execs = 1};
+  int done = 0;
+  assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
+  while (!done)
+    uv_run(&f->loop, UV_RUN_ONCE);
+}
+
+typedef struct loaded_msgs {
+  bool done;
+  ag_session_rec *rec;
+  ag_message_rec *msgs;
+  size_t n;
+} loaded_msgs;
+static void on_loaded_msgs(int err, ag_session_rec *s, ag_message_rec *m, size_t n, void *ud) {
+  loaded_msgs *l = ud;
+  assert_int_equal(err, 0);
+  l->done = true;
+  l->rec = s;
+  l->msgs = m;
+  l->n = n;
+}
+
+/* A count straight from the database file, behind the store's back. */
+static int64_t raw_count(fixture *f, const char *sql) {
+  char path[128];
+  snprintf(path, sizeof path, "%s/t.db", f->dir);
+  ag_store_options o = {.url = path};
+  ag__db *db = NULL;
+  char err[256];
+  assert_int_equal(ag__db_sqlite_open(path, &o, &db, err, sizeof err), 0);
+  ag__sql_batch *b = ag__batch_new(AG_DB_SCRIPT, NULL);
+  assert_non_null(ag__batch_add(b, sql, 0));
+  assert_int_equal(db->vt->exec_sync(db, b), 0);
+  int64_t n = ag__cell_int(&b->stmts[0].res, 0, 0);
+  ag__batch_free(b);
+  db->vt->close(db, NULL, NULL);
+  return n;
+}
+
+static void test_recover_interrupted_tool_call(void **state) {
+  fixture *f = *state;
+  const char *rerun = "tc_33333333-3333-4333-8333-333333333333";
+  const char *lost = "tc_44444444-4444-4444-8444-444444444444";
+  commit_started_call(f, rerun, "c1", "current_time");
+  commit_started_call(f, lost, "c2", "vanished_tool");
+
+  recovered r = {0};
+  assert_int_equal(ag_runtime_recover(f->rt, 100, on_recovered, &r), 0);
+  run_until(f, &r.done);
+  assert_int_equal(r.n, 2);
+  for (int i = 0; i < 100000 && ag_runtime_active(f->rt); i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+
+  const char *ids[2] = {rerun, lost};
+  for (int k = 0; k < 2; k++) {
+    loaded_msgs l = {0};
+    assert_int_equal(ag_store_load_session(f->store, ids[k], true, on_loaded_msgs, &l), 0);
+    run_until(f, &l.done);
+    assert_string_equal(l.rec->state, "completed");
+    /* The message right after the interrupted call answers it. */
+    assert_true(l.n > 4);
+    assert_string_equal(l.msgs[3].role, "tool");
+    assert_string_equal(l.msgs[3].tool_call_id, k == 0 ? "c1" : "c2");
+    if (k == 0)
+      assert_non_null(strstr(l.msgs[3].content, "\"utc\""));
+    else
+      assert_non_null(strstr(l.msgs[3].content, "interrupted"));
+    ag_session_rec_free(l.rec);
+    ag_message_recs_free(l.msgs, l.n);
+  }
+  /* Each started row was finished, none is left in flight, and no call ran twice. */
+  assert_int_equal(raw_count(f, "SELECT count(*) FROM tool_executions WHERE status = 'started'"), 0);
+  assert_int_equal(raw_count(f, "SELECT count(*) FROM tool_executions WHERE tool_call_id = 'c1'"), 1);
+  assert_int_equal(raw_count(f, "SELECT count(*) FROM tool_executions WHERE tool_call_id = 'c1' AND status = 'ok' "
+                                "AND finished_at IS NOT NULL"),
+                   1);
+  assert_int_equal(raw_count(f, "SELECT count(*) FROM tool_executions WHERE tool_call_id = 'c2' AND "
+                                "status = 'interrupted'"),
+                   1);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test_setup_teardown(test_each_kind_completes, setup, teardown),
@@ -442,6 +552,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_cancel_waiting_and_detach, setup, teardown),
       cmocka_unit_test_setup_teardown(test_step_cap, setup_stub, teardown),
       cmocka_unit_test_setup_teardown(test_recover_running, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_recover_interrupted_tool_call, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

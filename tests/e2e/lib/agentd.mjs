@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { startFakeUpstream, FINAL_ANSWER } from '../../fake_upstream/server.mjs';
+import { dbTarget } from './db.mjs';
 
 export { FINAL_ANSWER, OpenAI };
 
@@ -95,18 +96,22 @@ function baseEnv() {
  * Starts agentd. Options:
  *   env          extra environment (a value of null/undefined removes the variable)
  *   dbPath       SQLite file (default: a fresh temporary directory's agentd.db)
+ *   dbUrl        any AGENTD_DB value instead (e.g. a postgres:// URL from freshPgDatabase()); wins
+ *                over dbPath
  *   templatesDir AGENTD_TEMPLATES (default <repo>/templates)
  *   withUpstream start the fake upstream in-process and point OPENAI_BASE_URL at it (default true)
- * Returns { url, port, upstream, proc, dbPath, env, logs(), logMark(), logsSince(mark),
+ * Returns { url, port, upstream, proc, pid, dbPath, db, env, logs(), logMark(), logsSince(mark),
  *           stop(signal) -> exit code, kill9(), restart(), close() }.
+ * `db` is the database as a lib/db.mjs target ({kind: 'sqlite', path} or {kind: 'postgres', url});
+ * `pid` is the running agentd's process id (it changes with restart()).
  */
-export async function startAgentd({ env = {}, dbPath, templatesDir, withUpstream = true } = {}) {
+export async function startAgentd({ env = {}, dbPath, dbUrl, templatesDir, withUpstream = true } = {}) {
   const bin = agentdBin();
   const tmpdir = fs.mkdtempSync(path.join(os.tmpdir(), 'agentd-e2e-'));
   const upstream = withUpstream ? await startFakeUpstream({ port: 0 }) : null;
   const fullEnv = {
     ...baseEnv(),
-    AGENTD_DB: dbPath ?? path.join(tmpdir, 'agentd.db'),
+    AGENTD_DB: dbUrl ?? dbPath ?? path.join(tmpdir, 'agentd.db'),
     AGENTD_LOG_LEVEL: 'debug',
     AGENTD_TEMPLATES: templatesDir ?? path.join(REPO_ROOT, 'templates'),
   };
@@ -135,6 +140,7 @@ export async function startAgentd({ env = {}, dbPath, templatesDir, withUpstream
     upstream,
     proc: null,
     dbPath: fullEnv.AGENTD_DB,
+    db: fullEnv.AGENTD_DB ? dbTarget(fullEnv.AGENTD_DB, REPO_ROOT) : null, // agentd runs in REPO_ROOT
     tmpdir,
     env: fullEnv,
     exit: null, // {code, signal} of the last exit
@@ -155,6 +161,7 @@ export async function startAgentd({ env = {}, dbPath, templatesDir, withUpstream
     const childEnv = { ...fullEnv, AGENTD_LISTEN: `127.0.0.1:${port}` };
     const proc = spawn(bin, ['serve'], { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
     h.proc = proc;
+    h.pid = proc.pid;
     running.add(proc);
     proc.stdout.on('data', capture);
     proc.stderr.on('data', capture);

@@ -1,97 +1,18 @@
-/* Unit tests for store/: the SQLite backend on real files in a fresh temporary directory, driven
- * by a real uv loop. Covers URL parsing, migrations (fresh, re-open, tampered, unknown), the step
- * journal's atomicity, message order and NULLs, listing, recovery transitions, durability across
- * re-opens, a burst of commits acknowledged in order, and the callback contract. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <cmocka.h>
-
-#include <dirent.h>
-#include <sqlite3.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <uv.h>
+/* The storage contract suite (store/store.h, sessions and the step journal): every test runs on
+ * SQLite and on PostgreSQL through tests/unit/store_fixture.h. Covers migrations (fresh, re-open,
+ * tampered, unknown, refused, status), the step journal's atomicity, message order and NULLs,
+ * started and finished tool calls, listing, recovery transitions, durability across re-opens, a
+ * burst of commits acknowledged in order, concurrent sessions, and the callback contract; plus
+ * URL parsing and file handling, which only SQLite has. */
+#include "store_fixture.h"
 
 #include "base/buf.h"
 #include "base/log.h"
-#include "store/sqlite_internal.h"
-#include "store/store.h"
+#include "store/migrate.h"
 
-typedef struct fixture {
-  uv_loop_t loop;
-  char dir[64];   /* mkdtemp result */
-  char path[128]; /* dir/sub/agentd.db: the sub directory does not exist yet */
-  char url[160];
-} fixture;
-
-/* Removes the temporary tree (two levels are all the tests create). */
-static void rm_tree(const char *dir) {
-  DIR *d = opendir(dir);
-  if (!d) return;
-  struct dirent *e;
-  while ((e = readdir(d)) != NULL) {
-    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-    struct stat st;
-    if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
-      rm_tree(p);
-    else
-      unlink(p);
-  }
-  closedir(d);
-  rmdir(dir);
-}
-
-static int setup(void **state) {
-  fixture *f = calloc(1, sizeof *f);
-  if (!f) return -1;
-  snprintf(f->dir, sizeof f->dir, "/tmp/agstore.XXXXXX");
-  if (!mkdtemp(f->dir)) return -1;
-  snprintf(f->path, sizeof f->path, "%s/sub/agentd.db", f->dir);
-  snprintf(f->url, sizeof f->url, "sqlite://%s", f->path);
-  if (uv_loop_init(&f->loop) != 0) return -1;
-  *state = f;
-  return 0;
-}
-
-static int teardown(void **state) {
-  fixture *f = *state;
-  /* Every handle the store made must be closed by now. */
-  int rc = uv_loop_close(&f->loop);
-  rm_tree(f->dir);
-  free(f);
-  return rc == 0 ? 0 : -1;
-}
+typedef store_fx fixture;
 
 /* ---- helpers ------------------------------------------------------------------------------- */
-
-static ag_store *open_url(fixture *f, const char *url) {
-  ag_store_options o = {.url = url, .synchronous_full = false, .busy_timeout_ms = 0};
-  ag_store *st = NULL;
-  char err[256];
-  int rc = ag_store_open(&f->loop, &o, &st, err, sizeof err);
-  if (rc != 0) fail_msg("open %s: %s (%s)", url, err, ag_strerror(rc));
-  assert_non_null(st);
-  return st;
-}
-
-static ag_store *open_store(fixture *f) { return open_url(f, f->url); }
-
-static void on_closed(void *ud) { (*(int *)ud)++; }
-
-static void close_store(fixture *f, ag_store *st) {
-  int closed = 0;
-  ag_store_close(st, on_closed, &closed);
-  assert_int_equal(closed, 0); /* never synchronously */
-  uv_run(&f->loop, UV_RUN_DEFAULT);
-  assert_int_equal(closed, 1);
-}
 
 typedef struct result {
   int calls;
@@ -185,87 +106,127 @@ static result list(fixture *f, ag_store *st, size_t limit, size_t offset) {
   return r;
 }
 
-/* Opens the file directly (as an operator with the sqlite3 shell would) to look or tamper. */
-static sqlite3 *raw_open(fixture *f) {
-  sqlite3 *db = NULL;
-  assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-  return db;
-}
-
-static int64_t raw_int(sqlite3 *db, const char *sql) {
-  sqlite3_stmt *s = NULL;
-  assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &s, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-  int64_t v = sqlite3_column_int64(s, 0);
-  sqlite3_finalize(s);
-  return v;
-}
-
-static void raw_exec(fixture *f, const char *sql) {
-  sqlite3 *db = raw_open(f);
-  assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-  sqlite3_close(db);
-}
-
-static void assert_str_or_null(const char *got, const char *want) {
-  if (!want)
-    assert_null(got);
-  else {
-    assert_non_null(got);
-    assert_string_equal(got, want);
-  }
-}
-
 /* ---- tests --------------------------------------------------------------------------------- */
 
-static void test_open_creates_schema(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
-  close_store(f, st);
+static const char *const all_tables[] = {"schema_migrations",
+                                         "sessions",
+                                         "session_messages",
+                                         "tool_executions",
+                                         "token_usage",
+                                         "tools",
+                                         "tool_tags",
+                                         "agent_templates",
+                                         "agent_template_versions",
+                                         "agent_template_tools",
+                                         "agent_instances",
+                                         "threads",
+                                         "sources",
+                                         "artifacts"};
 
-  sqlite3 *db = raw_open(f);
-  const char *tables[] = {"schema_migrations", "sessions", "session_messages", "tool_executions", "token_usage"};
-  for (size_t i = 0; i < AG_ARRAY_LEN(tables); i++) {
+static size_t n_migrations(const fixture *f) {
+  return f->dialect == AG_DB_POSTGRES ? ag__n_migrations_postgres : ag__n_migrations_sqlite;
+}
+
+static const struct ag__migration *migrations(const fixture *f) {
+  return f->dialect == AG_DB_POSTGRES ? ag__migrations_postgres : ag__migrations_sqlite;
+}
+
+static void test_open_creates_schema(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  fx_close(f, st);
+
+  /* Every table of the data model exists (a count of a missing table fails the test). */
+  for (size_t i = 0; i < AG_ARRAY_LEN(all_tables); i++) {
     char sql[160];
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '%s'", tables[i]);
-    assert_int_equal(raw_int(db, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s", all_tables[i]);
+    assert_int_equal(fx_raw_int(f, sql),
+                     strcmp(all_tables[i], "schema_migrations") == 0 ? (int64_t)n_migrations(f) : 0);
   }
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
-                               "('sessions_created_at', 'sessions_state', 'tool_executions_session', "
-                               "'token_usage_session')"),
-                   4);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM schema_migrations"), (int64_t)ag__sqlite_n_migrations);
-  /* The recorded checksum is the compiled one. */
-  char want[17], sql[128];
-  ag__fnv1a64_hex(ag__sqlite_migrations[0].sql, want);
-  snprintf(sql, sizeof sql, "SELECT count(*) FROM schema_migrations WHERE version = 1 AND checksum = '%s'", want);
-  assert_int_equal(raw_int(db, sql), 1);
-  /* WAL is a property of the file and persists. */
-  sqlite3_stmt *s = NULL;
-  assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, NULL), SQLITE_OK);
-  assert_int_equal(sqlite3_step(s), SQLITE_ROW);
-  assert_string_equal((const char *)sqlite3_column_text(s, 0), "wal");
-  sqlite3_finalize(s);
-  sqlite3_close(db);
+  const char *index_sql = f->dialect == AG_DB_POSTGRES
+                              ? "SELECT count(*) FROM pg_indexes WHERE indexname IN "
+                                "('sessions_created_at', 'sessions_state', 'tool_executions_session', "
+                                "'token_usage_session', 'tools_active_name', 'agent_template_versions_active')"
+                              : "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name IN "
+                                "('sessions_created_at', 'sessions_state', 'tool_executions_session', "
+                                "'token_usage_session', 'tools_active_name', 'agent_template_versions_active')";
+  assert_int_equal(fx_raw_int(f, index_sql), 6);
+  /* The recorded checksums are the compiled ones. */
+  for (size_t i = 0; i < n_migrations(f); i++) {
+    char want[17], sql[160];
+    ag__fnv1a64_hex(migrations(f)[i].sql, want);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM schema_migrations WHERE version = %d AND checksum = '%s'",
+             migrations(f)[i].version, want);
+    assert_int_equal(fx_raw_int(f, sql), 1);
+  }
+  /* Both dialects carry the same migrations, by version and name. */
+  assert_int_equal(ag__n_migrations_sqlite, ag__n_migrations_postgres);
+  for (size_t i = 0; i < ag__n_migrations_sqlite; i++) {
+    assert_int_equal(ag__migrations_sqlite[i].version, ag__migrations_postgres[i].version);
+    assert_string_equal(ag__migrations_sqlite[i].name, ag__migrations_postgres[i].name);
+  }
+  /* SQLite: WAL is a property of the file and persists. */
+  if (f->dialect == AG_DB_SQLITE) {
+    ag__db *db = fx_raw_db(f);
+    ag__sql_batch *b = ag__batch_new(AG_DB_SCRIPT, NULL);
+    assert_non_null(ag__batch_add(b, "PRAGMA journal_mode", 0));
+    assert_int_equal(db->vt->exec_sync(db, b), 0);
+    assert_string_equal(ag__cell(&b->stmts[0].res, 0, 0), "wal");
+    ag__batch_free(b);
+    db->vt->close(db, NULL, NULL);
+  }
+}
+
+/* With automatic migration off, an empty database is refused with a sentence that says what to
+ * do; `agentd migrate status` reports without changing anything; applying brings it up to date. */
+static void test_migrate_refuse_and_status(void **state) {
+  fixture *f = fx_get(state);
+  ag_store_options o = fx_options(f);
+  o.migrate = AG_MIGRATE_REFUSE;
+  ag_store *st = NULL;
+  char err[512] = "";
+  assert_int_equal(ag_store_open(&f->loop, &o, &st, err, sizeof err), AG_ESTATE);
+  assert_null(st);
+  assert_non_null(strstr(err, "agentd migrate"));
+
+  ag_migration_status *ms = NULL;
+  size_t n = 0;
+  assert_int_equal(ag_store_migrate(&o, false, &ms, &n, err, sizeof err), (int)n_migrations(f));
+  assert_int_equal(n, n_migrations(f));
+  for (size_t i = 0; i < n; i++) {
+    assert_false(ms[i].applied);
+    assert_int_equal(ms[i].version, migrations(f)[i].version);
+    assert_string_equal(ms[i].name, migrations(f)[i].name);
+  }
+  free(ms);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM schema_migrations"), 0);
+
+  assert_int_equal(ag_store_migrate(&o, true, &ms, &n, err, sizeof err), 0);
+  for (size_t i = 0; i < n; i++) {
+    assert_true(ms[i].applied);
+    assert_true(ms[i].applied_at > 0);
+  }
+  free(ms);
+  /* Applying again is a no-op, and the refusing open now succeeds. */
+  assert_int_equal(ag_store_migrate(&o, true, NULL, NULL, err, sizeof err), 0);
+  fx_close(f, fx_open_opts(f, &o));
 }
 
 static void test_reopen_is_noop(void **state) {
-  fixture *f = *state;
-  close_store(f, open_store(f));
-  raw_exec(f, "UPDATE schema_migrations SET applied_at = 42");
-  close_store(f, open_store(f));
-  sqlite3 *db = raw_open(f);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM schema_migrations"), (int64_t)ag__sqlite_n_migrations);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM schema_migrations WHERE applied_at = 42"),
-                   (int64_t)ag__sqlite_n_migrations);
-  sqlite3_close(db);
+  fixture *f = fx_get(state);
+  fx_close(f, fx_open(f));
+  fx_raw_exec(f, "UPDATE schema_migrations SET applied_at = 42");
+  fx_close(f, fx_open(f));
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM schema_migrations"), (int64_t)n_migrations(f));
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM schema_migrations WHERE applied_at = 42"),
+                   (int64_t)n_migrations(f));
 }
 
 static void test_tampered_checksum_refused(void **state) {
-  fixture *f = *state;
-  close_store(f, open_store(f));
-  raw_exec(f, "UPDATE schema_migrations SET checksum = '0123456789abcdef' WHERE version = 1");
-  ag_store_options o = {.url = f->url};
+  fixture *f = fx_get(state);
+  fx_close(f, fx_open(f));
+  fx_raw_exec(f, "UPDATE schema_migrations SET checksum = '0123456789abcdef' WHERE version = 1");
+  ag_store_options o = fx_options(f);
   ag_store *st = NULL;
   char err[512];
   assert_true(ag_store_open(&f->loop, &o, &st, err, sizeof err) < 0);
@@ -275,10 +236,10 @@ static void test_tampered_checksum_refused(void **state) {
 }
 
 static void test_unknown_migration_refused(void **state) {
-  fixture *f = *state;
-  close_store(f, open_store(f));
-  raw_exec(f, "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 'x', 0)");
-  ag_store_options o = {.url = f->url};
+  fixture *f = fx_get(state);
+  fx_close(f, fx_open(f));
+  fx_raw_exec(f, "INSERT INTO schema_migrations VALUES (999, 'from_the_future', 'x', 0)");
+  ag_store_options o = fx_options(f);
   ag_store *st = NULL;
   char err[512];
   assert_true(ag_store_open(&f->loop, &o, &st, err, sizeof err) < 0);
@@ -288,17 +249,20 @@ static void test_unknown_migration_refused(void **state) {
 }
 
 static void test_urls(void **state) {
-  fixture *f = *state;
+  fixture *f = fx_get(state);
   ag_store_options o = {0};
+  ag_store_options file = fx_options(f);
   ag_store *st = NULL;
   char err[256];
 
-  o.url = "postgres://user@localhost/agentd";
-  assert_int_equal(ag_store_open(&f->loop, &o, &st, err, sizeof err), AG_EINVAL);
-  assert_string_equal(err, "PostgreSQL support is not built yet");
-  o.url = "postgresql://localhost/agentd";
-  assert_int_equal(ag_store_open(&f->loop, &o, &st, err, sizeof err), AG_EINVAL);
-  assert_string_equal(err, "PostgreSQL support is not built yet");
+  /* A PostgreSQL URL goes to that backend: nothing listens on port 1, so it fails to connect,
+   * quickly and with a sentence. */
+  o.url = "postgres://user@127.0.0.1:1/agentd";
+  o.connect_timeout_ms = 2000;
+  assert_true(ag_store_open(&f->loop, &o, &st, err, sizeof err) < 0);
+  assert_true(err[0] != '\0');
+  assert_null(strstr(err, "not built"));
+  o.connect_timeout_ms = 0;
   o.url = "mysql://localhost/x";
   assert_int_equal(ag_store_open(&f->loop, &o, &st, err, sizeof err), AG_EINVAL);
   o.url = "sqlite://";
@@ -310,15 +274,18 @@ static void test_urls(void **state) {
   /* "sqlite:path" and a plain path, several directories deep. */
   char url[256], path[200];
   snprintf(url, sizeof url, "sqlite:%s/a/b/one.db", f->dir);
-  st = open_url(f, url);
-  assert_string_equal(st->vt->name, "sqlite");
-  close_store(f, st);
+  file.url = url;
+  st = fx_open_opts(f, &file);
+  assert_string_equal(ag_store_backend(st), "sqlite");
+  fx_close(f, st);
   snprintf(path, sizeof path, "%s/a/b/one.db", f->dir);
   assert_int_equal(access(path, F_OK), 0);
   snprintf(path, sizeof path, "%s/c/two.db", f->dir);
-  close_store(f, open_url(f, path));
+  file.url = path;
+  fx_close(f, fx_open_opts(f, &file));
   assert_int_equal(access(path, F_OK), 0);
-  close_store(f, open_url(f, ":memory:"));
+  file.url = ":memory:";
+  fx_close(f, fx_open_opts(f, &file));
   /* A file where the directory should be. */
   snprintf(url, sizeof url, "%s/a/b/one.db/three.db", f->dir);
   o.url = url;
@@ -327,8 +294,8 @@ static void test_urls(void **state) {
 }
 
 static void test_upsert_session(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   ag_session_rec s = session("research_1", "running", 1000);
   s.iteration = 1;
   assert_int_equal(commit_session(f, st, &s), 0);
@@ -383,12 +350,12 @@ static void test_upsert_session(void **state) {
   /* A state outside the schema's CHECK is the caller's error. */
   s.state = "bogus";
   assert_int_equal(commit_session(f, st, &s), AG_EINVAL);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_messages_in_order(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   ag_session_rec s = session("s_msgs", "running", 10);
 
   ag_message_rec step1[] = {{.seq = 0, .role = "system", .content = "be brief", .created_at = 11},
@@ -428,28 +395,196 @@ static void test_messages_in_order(void **state) {
     const ag_message_rec *g = &r.msgs[i], *w = want[i];
     assert_int_equal(g->seq, (int64_t)i);
     assert_string_equal(g->role, w->role);
-    assert_str_or_null(g->content, w->content);
-    assert_str_or_null(g->tool_calls, w->tool_calls);
-    assert_str_or_null(g->tool_call_id, w->tool_call_id);
-    assert_str_or_null(g->name, w->name);
+    fx_assert_str(g->content, w->content);
+    fx_assert_str(g->tool_calls, w->tool_calls);
+    fx_assert_str(g->tool_call_id, w->tool_call_id);
+    fx_assert_str(g->name, w->name);
     assert_int_equal(g->created_at, w->created_at);
   }
   result_free(&r);
-  close_store(f, st);
+  fx_close(f, st);
 
-  sqlite3 *db = raw_open(f);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM tool_executions WHERE session_id = 's_msgs' AND "
-                               "tool_name = 'web_search' AND duration_ms = 42 AND reason IS NULL AND iteration = 1"),
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions WHERE session_id = 's_msgs' AND "
+                                 "tool_name = 'web_search' AND duration_ms = 42 AND reason IS NULL AND iteration = 1"),
                    1);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM token_usage WHERE session_id = 's_msgs' AND model = 'm1' AND "
-                               "total_tokens = 15"),
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM token_usage WHERE session_id = 's_msgs' AND model = 'm1' AND "
+                                 "total_tokens = 15"),
                    1);
-  sqlite3_close(db);
+}
+
+/* The tool-call journal: a call is committed as "started" with the step that chose it, and
+ * finished by a later commit that carries its result; a finish without a start fails that whole
+ * step. */
+static void test_tool_call_started_then_finished(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  ag_session_rec s = session("s_tool", "running", 10);
+  ag_message_rec call[] = {{.seq = 0, .role = "assistant", .tool_calls = "[{\"id\":\"c1\"}]", .created_at = 11}};
+  ag_tool_exec_rec started = {.iteration = 1,
+                              .tool_call_id = "c1",
+                              .tool_name = "http_fetch",
+                              .arguments = "{\"url\":\"x\"}",
+                              .status = "started",
+                              .tool_version = 7,
+                              .idempotent = true,
+                              .created_at = 12};
+  ag_step_commit c = {.session = &s, .messages = call, .n_messages = 1, .execs = &started, .n_execs = 1};
+  assert_int_equal(commit(f, st, &c), 0);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions WHERE tool_call_id = 'c1' AND status = "
+                                 "'started' AND tool_version = 7 AND idempotent = TRUE AND finished_at IS NULL"),
+                   1);
+
+  /* A finish for a call that never started: the step (with its message) is refused whole. */
+  ag_message_rec orphan_msg[] = {{.seq = 1, .role = "tool", .content = "?", .tool_call_id = "c9", .created_at = 13}};
+  ag_tool_exec_rec orphan = {.tool_call_id = "c9", .result = "?", .status = "ok", .finished_at = 13};
+  c = (ag_step_commit){.session = &s, .messages = orphan_msg, .n_messages = 1, .finished = &orphan, .n_finished = 1};
+  assert_int_equal(commit(f, st, &c), AG_ENOTFOUND);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages WHERE session_id = 's_tool'"), 1);
+
+  ag_message_rec result_msg[] = {
+      {.seq = 1, .role = "tool", .content = "page text", .tool_call_id = "c1", .name = "http_fetch", .created_at = 14}};
+  ag_tool_exec_rec done = {
+      .tool_call_id = "c1", .result = "page text", .status = "ok", .duration_ms = 33, .finished_at = 15};
+  c = (ag_step_commit){.session = &s, .messages = result_msg, .n_messages = 1, .finished = &done, .n_finished = 1};
+  assert_int_equal(commit(f, st, &c), 0);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions WHERE tool_call_id = 'c1' AND status = 'ok' "
+                                 "AND result = 'page text' AND duration_ms = 33 AND finished_at = 15"),
+                   1);
+  /* Finishing it again finds no started row. */
+  ag_message_rec again[] = {{.seq = 2, .role = "user", .content = "more", .created_at = 16}};
+  c = (ag_step_commit){.session = &s, .messages = again, .n_messages = 1, .finished = &done, .n_finished = 1};
+  assert_int_equal(commit(f, st, &c), AG_ENOTFOUND);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions"), 1);
+  fx_close(f, st);
+}
+
+/* Steps queued together (which SQLite commits as one group, each in its own savepoint) still
+ * succeed or fail one by one: the bad one in the middle leaves no trace, its neighbours commit. */
+typedef struct grp {
+  int calls;
+  int err[3];
+} grp;
+typedef struct grp_item {
+  grp *g;
+  int i;
+} grp_item;
+static void on_grp(int err, void *ud) {
+  grp_item *it = ud;
+  it->g->err[it->i] = err;
+  it->g->calls++;
+}
+
+static void test_queued_steps_fail_alone(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  ag_session_rec s = session("g_1", "running", 10);
+  ag_message_rec m0 = {.seq = 0, .role = "user", .content = "first", .created_at = 1};
+  ag_step_commit c = {.session = &s, .messages = &m0, .n_messages = 1};
+  assert_int_equal(commit(f, st, &c), 0);
+
+  grp g = {0};
+  grp_item items[3] = {{&g, 0}, {&g, 1}, {&g, 2}};
+  ag_session_rec a = session("g_a", "running", 11);
+  ag_message_rec ma = {.seq = 0, .role = "user", .content = "a", .created_at = 2};
+  ag_step_commit ca = {.session = &a, .messages = &ma, .n_messages = 1};
+  ag_session_rec bad = session("g_1", "completed", 10);
+  bad.result = "must not be seen";
+  ag_message_rec mb = {.seq = 0, .role = "user", .content = "again", .created_at = 3}; /* seq 0 exists */
+  ag_usage_rec ub = {.model = "m", .total_tokens = 9, .created_at = 3};
+  ag_step_commit cb = {.session = &bad, .messages = &mb, .n_messages = 1, .usage = &ub, .n_usage = 1};
+  ag_session_rec z = session("g_z", "running", 12);
+  ag_message_rec mz = {.seq = 0, .role = "user", .content = "z", .created_at = 4};
+  ag_step_commit cz = {.session = &z, .messages = &mz, .n_messages = 1};
+  assert_int_equal(ag_store_commit_step(st, &ca, on_grp, &items[0]), 0);
+  assert_int_equal(ag_store_commit_step(st, &cb, on_grp, &items[1]), 0);
+  assert_int_equal(ag_store_commit_step(st, &cz, on_grp, &items[2]), 0);
+  fx_wait(f, &g.calls, 3);
+  assert_int_equal(g.err[0], 0);
+  assert_int_equal(g.err[1], AG_EEXIST);
+  assert_int_equal(g.err[2], 0);
+  fx_close(f, st);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM sessions WHERE id IN ('g_a', 'g_z')"), 2);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM sessions WHERE id = 'g_1' AND state = 'running' AND "
+                                 "result IS NULL"),
+                   1);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages"), 3);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM token_usage"), 0);
+}
+
+/* MUST_CHANGE reads the same on both backends when a later statement fails too: the miss is
+ * the batch's error (SQLite stops there; PostgreSQL ran everything and must report the same). */
+static void test_must_change_precedence(void **state) {
+  fixture *f = fx_get(state);
+  fx_close(f, fx_open(f));
+  ag__db *db = fx_raw_db(f);
+  ag__sql_batch *b = ag__batch_new(AG_DB_WRITE, NULL);
+  assert_non_null(ag__batch_add(b, "UPDATE sessions SET state = state WHERE id = ?1", AG_DB_MUST_CHANGE));
+  ag__bind_text(b, "no such session");
+  assert_non_null(
+      ag__batch_add(b, "INSERT INTO sessions (id, state, created_at, updated_at) VALUES (?1, ?2, 0, 0)", 0));
+  ag__bind_text(b, "x");
+  ag__bind_text(b, "not a state"); /* CHECK fails */
+  assert_int_equal(ag__batch_ok(b), 0);
+  assert_int_equal(db->vt->exec_sync(db, b), AG_ENOTFOUND);
+  assert_int_equal(b->failed, 0);
+  ag__batch_free(b);
+  db->vt->close(db, NULL, NULL);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM sessions"), 0);
+}
+
+/* Many sessions committing at once: every step lands, each session's steps in order. On
+ * PostgreSQL they spread over the pool's connections; on SQLite they queue on the one writer. */
+typedef struct conc {
+  int done, failed, out_of_order;
+  int next[16];
+} conc;
+
+typedef struct conc_item {
+  conc *c;
+  int session, step;
+} conc_item;
+
+static void on_conc(int err, void *ud) {
+  conc_item *it = ud;
+  if (err != 0) it->c->failed++;
+  if (it->c->next[it->session] != it->step) it->c->out_of_order++;
+  it->c->next[it->session] = it->step + 1;
+  it->c->done++;
+}
+
+static void test_concurrent_sessions(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  enum { SESSIONS = 16, STEPS = 20 };
+  conc c = {0};
+  conc_item *items = calloc(SESSIONS * STEPS, sizeof *items);
+  assert_non_null(items);
+  for (int k = 0; k < STEPS; k++) {
+    for (int i = 0; i < SESSIONS; i++) {
+      char id[32], content[32];
+      snprintf(id, sizeof id, "conc_%d", i);
+      snprintf(content, sizeof content, "s%d step %d", i, k);
+      ag_session_rec s = session(id, "running", 100 + i);
+      s.iteration = k;
+      ag_message_rec m = {.seq = k, .role = "user", .content = content, .created_at = k};
+      ag_step_commit sc = {.session = &s, .messages = &m, .n_messages = 1};
+      conc_item *it = &items[k * SESSIONS + i];
+      *it = (conc_item){&c, i, k};
+      assert_int_equal(ag_store_commit_step(st, &sc, on_conc, it), 0);
+    }
+  }
+  fx_wait(f, &c.done, SESSIONS * STEPS);
+  assert_int_equal(c.failed, 0);
+  assert_int_equal(c.out_of_order, 0);
+  free(items);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages"), SESSIONS * STEPS);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM sessions WHERE iteration = 19"), SESSIONS);
+  fx_close(f, st);
 }
 
 static void test_duplicate_seq_is_atomic(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   ag_session_rec s = session("s_dup", "running", 10);
   ag_message_rec m0[] = {{.seq = 0, .role = "user", .content = "a", .created_at = 1},
                          {.seq = 1, .role = "assistant", .content = "b", .created_at = 2}};
@@ -484,18 +619,16 @@ static void test_duplicate_seq_is_atomic(void **state) {
   ag_message_rec good[] = {{.seq = 2, .role = "user", .content = "c", .created_at = 3}};
   c = (ag_step_commit){.session = &s2, .messages = good, .n_messages = 1};
   assert_int_equal(commit(f, st, &c), 0);
-  close_store(f, st);
+  fx_close(f, st);
 
-  sqlite3 *db = raw_open(f);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM tool_executions"), 0);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM token_usage"), 0);
-  assert_int_equal(raw_int(db, "SELECT count(*) FROM session_messages WHERE session_id = 's_dup'"), 3);
-  sqlite3_close(db);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions"), 0);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM token_usage"), 0);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages WHERE session_id = 's_dup'"), 3);
 }
 
 static void test_list_and_paginate(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   /* Inserted out of order; two share created_at 300, the later insert ("e") lists first. */
   const char *ids[] = {"c", "a", "d", "b", "e"};
   const int64_t at[] = {300, 100, 400, 200, 300};
@@ -542,12 +675,12 @@ static void test_list_and_paginate(void **state) {
   r = list_state(f, st, "running", 10, 0);
   assert_int_equal(r.n_recs, 0);
   result_free(&r);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_transition_all(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   const char *states[] = {"running", "running", "waiting_for_clarification", "completed", "running"};
   for (size_t i = 0; i < 5; i++) {
     char id[16];
@@ -578,24 +711,24 @@ static void test_transition_all(void **state) {
   assert_int_equal(r.calls, 1);
   assert_int_equal(r.err, 0);
   assert_int_equal(ag_store_transition_all(st, NULL, "error", NULL, on_done, &r), AG_EINVAL);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_load_unknown(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   result r = load(f, st, "nope", true);
   assert_int_equal(r.err, AG_ENOTFOUND);
   assert_null(r.s);
   assert_null(r.msgs);
   assert_int_equal(r.n_msgs, 0);
   assert_int_equal(ag_store_load_session(st, NULL, false, on_session, &r), AG_EINVAL);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_durable_across_reopen(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   /* Heap copies freed right after the call: the store must have taken its own. */
   ag_session_rec *s = calloc(1, sizeof *s);
   ag_session_rec tmpl = session("s_keep", "waiting_for_clarification", 77);
@@ -610,16 +743,16 @@ static void test_durable_across_reopen(void **state) {
   ag_message_recs_free(m, 1);
   uv_run(&f->loop, UV_RUN_DEFAULT);
   assert_int_equal(r.err, 0);
-  close_store(f, st);
+  fx_close(f, st);
 
-  st = open_store(f);
+  st = fx_open(f);
   r = load(f, st, "s_keep", true);
   assert_int_equal(r.err, 0);
   assert_string_equal(r.s->state, "waiting_for_clarification");
   assert_int_equal(r.n_msgs, 1);
   assert_string_equal(r.msgs[0].content, "remember me");
   result_free(&r);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 typedef struct burst {
@@ -641,8 +774,8 @@ static void on_burst(int err, void *ud) {
 }
 
 static void test_burst_in_order(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   enum { N = 1000 };
   burst b = {0};
   burst_item *items = calloc(N, sizeof *items);
@@ -674,7 +807,7 @@ static void test_burst_in_order(void **state) {
     assert_string_equal(r.msgs[i].content, content);
   }
   result_free(&r);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 /* Close from inside a callback, with work still queued: queued work completes first, new calls
@@ -705,8 +838,8 @@ static void on_closer_commit(int err, void *ud) {
 }
 
 static void test_close_drains_queue(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   closer c = {.st = st};
   for (int i = 0; i < 3; i++) {
     ag_session_rec s = session("s_close", "running", 1);
@@ -720,18 +853,18 @@ static void test_close_drains_queue(void **state) {
   assert_int_equal(c.closed, 1);
   assert_int_equal(c.order_ok, 1);
 
-  st = open_store(f);
+  st = fx_open(f);
   result r = load(f, st, "s_close", false);
   assert_int_equal(r.s->iteration, 2);
   result_free(&r);
   r = load(f, st, "late", false);
   assert_int_equal(r.err, AG_ENOTFOUND);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_bad_arguments(void **state) {
-  fixture *f = *state;
-  ag_store *st = open_store(f);
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
   result r = {0};
   ag_step_commit c = {0};
   assert_int_equal(ag_store_commit_step(st, &c, on_done, &r), AG_EINVAL);
@@ -747,7 +880,7 @@ static void test_bad_arguments(void **state) {
   /* Nothing was queued, so nothing runs. */
   uv_run(&f->loop, UV_RUN_DEFAULT);
   assert_int_equal(r.calls, 0);
-  close_store(f, st);
+  fx_close(f, st);
 }
 
 static void test_record_copies(void **state) {
@@ -780,21 +913,26 @@ int main(void) {
   ag_log_set_level(AG_LOG_ERROR); /* the refused commits log warnings on purpose */
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_record_copies),
-      cmocka_unit_test_setup_teardown(test_open_creates_schema, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_reopen_is_noop, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_tampered_checksum_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_unknown_migration_refused, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_urls, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_upsert_session, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_messages_in_order, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_duplicate_seq_is_atomic, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_list_and_paginate, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_transition_all, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_load_unknown, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_durable_across_reopen, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_burst_in_order, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_close_drains_queue, setup, teardown),
-      cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_urls, fx_setup_sqlite, fx_teardown),
+      STORE_TEST(test_open_creates_schema),
+      STORE_TEST(test_migrate_refuse_and_status),
+      STORE_TEST(test_reopen_is_noop),
+      STORE_TEST(test_tampered_checksum_refused),
+      STORE_TEST(test_unknown_migration_refused),
+      STORE_TEST(test_upsert_session),
+      STORE_TEST(test_messages_in_order),
+      STORE_TEST(test_tool_call_started_then_finished),
+      STORE_TEST(test_duplicate_seq_is_atomic),
+      STORE_TEST(test_list_and_paginate),
+      STORE_TEST(test_transition_all),
+      STORE_TEST(test_load_unknown),
+      STORE_TEST(test_durable_across_reopen),
+      STORE_TEST(test_burst_in_order),
+      STORE_TEST(test_queued_steps_fail_alone),
+      STORE_TEST(test_must_change_precedence),
+      STORE_TEST(test_concurrent_sessions),
+      STORE_TEST(test_close_drains_queue),
+      STORE_TEST(test_bad_arguments),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
