@@ -4,6 +4,8 @@
  * worker thread or sit in a connection queue while the caller has long since freed its own
  * records. The first failure while building (OOM, too many parameters) sticks in `err` and
  * every later bind is a no-op; the caller checks once with ag__batch_ok(). */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,4 +151,13 @@ char *ag__cell_dup(const ag__sql_result *r, size_t row, int col, int *rc) {
   char *d = ag_strdup(c);
   if (!d) *rc = AG_ENOMEM;
   return d;
+}
+
+void ag__set_err(char *err, size_t errlen, const char *fmt, ...) {
+  if (!err || errlen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+  err[ag_utf8_cut(err, strlen(err))] = '\0';
 }

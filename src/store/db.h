@@ -130,8 +130,12 @@ bool ag__cell_bool(const ag__sql_result *r, size_t row, int col);
  * so a run of calls can be checked once). */
 char *ag__cell_dup(const ag__sql_result *r, size_t row, int col, int *rc);
 
-/* For backends: stores a result's cells (takes ownership of `cells`, nrows*ncols strings). */
+/* Frees a result's cells and leaves it empty. */
 void ag__result_clear(ag__sql_result *r);
+
+/* Writes a sentence into err (when non-NULL), cut at a character boundary if it does not fit:
+ * how store/ reports why an open or a migration failed. */
+void ag__set_err(char *err, size_t errlen, const char *fmt, ...) AG_PRINTF(3, 4);
 
 /* ---- backends ------------------------------------------------------------------------------- */
 

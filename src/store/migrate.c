@@ -34,15 +34,6 @@ void ag__fnv1a64_hex(const char *s, char out[17]) {
   out[16] = '\0';
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) AG_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 typedef struct runner {
   ag__db *db;
   const struct ag__migration *list;
@@ -56,11 +47,11 @@ static int script(runner *r, const char *sql, const char *what) {
   ag__sql_batch *b = ag__batch_new(AG_DB_SCRIPT, NULL);
   if (!b || !ag__batch_add(b, sql, 0)) {
     ag__batch_free(b);
-    set_err(r->err, r->errlen, "out of memory");
+    ag__set_err(r->err, r->errlen, "out of memory");
     return AG_ENOMEM;
   }
   int rc = r->db->vt->exec_sync(r->db, b);
-  if (rc < 0) set_err(r->err, r->errlen, "%s: %s", what, b->errmsg[0] ? b->errmsg : ag_strerror(rc));
+  if (rc < 0) ag__set_err(r->err, r->errlen, "%s: %s", what, b->errmsg[0] ? b->errmsg : ag_strerror(rc));
   ag__batch_free(b);
   return rc;
 }
@@ -79,12 +70,12 @@ static int read_applied(runner *r, ag__sql_batch **out) {
   if (!b ||
       !ag__batch_add(b, "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version", 0)) {
     ag__batch_free(b);
-    set_err(r->err, r->errlen, "out of memory");
+    ag__set_err(r->err, r->errlen, "out of memory");
     return AG_ENOMEM;
   }
   int rc = r->db->vt->exec_sync(r->db, b);
   if (rc < 0) {
-    set_err(r->err, r->errlen, "reading schema_migrations: %s", b->errmsg);
+    ag__set_err(r->err, r->errlen, "reading schema_migrations: %s", b->errmsg);
     ag__batch_free(b);
     return rc;
   }
@@ -95,20 +86,20 @@ static int read_applied(runner *r, ag__sql_batch **out) {
     const char *sum = ag__cell(res, i, 2);
     const struct ag__migration *m = find(r, version);
     if (!m) {
-      set_err(r->err, r->errlen,
-              "database has migration %d (%s) that this agentd does not know; it was written by a newer "
-              "version, refusing to start",
-              version, name ? name : "?");
+      ag__set_err(r->err, r->errlen,
+                  "database has migration %d (%s) that this agentd does not know; it was written by a newer "
+                  "version, refusing to start",
+                  version, name ? name : "?");
       ag__batch_free(b);
       return AG_EINVAL;
     }
     char want[17];
     ag__fnv1a64_hex(m->sql, want);
     if (!sum || strcmp(sum, want) != 0) {
-      set_err(r->err, r->errlen,
-              "migration %d (%s) differs from the one applied to this database (checksum %s in the database, "
-              "%s compiled); refusing to start",
-              version, m->name, sum ? sum : "NULL", want);
+      ag__set_err(r->err, r->errlen,
+                  "migration %d (%s) differs from the one applied to this database (checksum %s in the database, "
+                  "%s compiled); refusing to start",
+                  version, m->name, sum ? sum : "NULL", want);
       ag__batch_free(b);
       return AG_EINVAL;
     }
@@ -152,8 +143,8 @@ static int apply_one(runner *r, const struct ag__migration *m, bool *applied_now
       rc = b ? ag__batch_ok(b) : AG_ENOMEM;
       if (rc == 0) rc = r->db->vt->exec_sync(r->db, b);
       if (rc < 0)
-        set_err(r->err, r->errlen, "recording migration %d (%s): %s", m->version, m->name,
-                b && b->errmsg[0] ? b->errmsg : ag_strerror(rc));
+        ag__set_err(r->err, r->errlen, "recording migration %d (%s): %s", m->version, m->name,
+                    b && b->errmsg[0] ? b->errmsg : ag_strerror(rc));
       ag__batch_free(b);
     }
     if (rc == 0) *applied_now = true;
@@ -164,7 +155,7 @@ static int apply_one(runner *r, const struct ag__migration *m, bool *applied_now
     char keep[512];
     snprintf(keep, sizeof keep, "%s", r->err ? r->err : "");
     (void)script(r, "ROLLBACK", "rolling back a migration");
-    if (r->err) set_err(r->err, r->errlen, "%s", keep); /* the first failure is the one to report */
+    if (r->err) ag__set_err(r->err, r->errlen, "%s", keep); /* the first failure is the one to report */
   }
   return rc;
 }
@@ -196,7 +187,7 @@ int ag__migrate(ag__db *db, bool apply, ag_migration_status **status, size_t *n_
   if (n_status) *n_status = 0;
   for (size_t i = 1; i < r.n; i++) {
     if (r.list[i].version <= r.list[i - 1].version) {
-      set_err(err, errlen, "compiled migrations are out of order at version %d", r.list[i].version);
+      ag__set_err(err, errlen, "compiled migrations are out of order at version %d", r.list[i].version);
       return AG_EINVAL;
     }
   }
@@ -233,7 +224,7 @@ int ag__migrate(ag__db *db, bool apply, ag_migration_status **status, size_t *n_
     char keep[512];
     snprintf(keep, sizeof keep, "%s", err ? err : "");
     (void)script(&r, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")", "releasing the migration lock");
-    if (err && rc < 0) set_err(err, errlen, "%s", keep);
+    if (err && rc < 0) ag__set_err(err, errlen, "%s", keep);
   }
   if (rc < 0) return rc;
   /* After a successful apply nothing is pending; the count is an int because callers read it as

@@ -203,16 +203,6 @@ static void copy_msg(char *dst, size_t dstlen, const char *src) {
   dst[n] = '\0';
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) AG_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-  err[ag_utf8_cut(err, strlen(err))] = '\0';
-}
-
 /* The first failure of a batch wins; later ones are consequences. */
 static void batch_fail(ag__sql_batch *b, int err, size_t idx, const char *msg) {
   if (b->err < 0) return;
@@ -1537,12 +1527,12 @@ static int pg_submit(ag__db *d, ag__sql_batch *b, ag__batch_fn cb, void *ud) {
 static int pg_start(ag__db *d, uv_loop_t *loop, char *err, size_t errlen) {
   pg_db *db = (pg_db *)d;
   if (db->started) {
-    set_err(err, errlen, "the PostgreSQL backend is already started");
+    ag__set_err(err, errlen, "the PostgreSQL backend is already started");
     return AG_ESTATE;
   }
   db->conns = calloc((size_t)db->pool_size, sizeof *db->conns);
   if (!db->conns) {
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     return AG_ENOMEM;
   }
   /* The pool makes its own connections; migrations are done with this one. */
@@ -1646,12 +1636,12 @@ static const char *opt_val(const pg_db *db, const char *key) {
 int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db **out, char *err, size_t errlen) {
   *out = NULL;
   if (!url) {
-    set_err(err, errlen, "no PostgreSQL URL given");
+    ag__set_err(err, errlen, "no PostgreSQL URL given");
     return AG_EINVAL;
   }
   pg_db *db = calloc(1, sizeof *db);
   if (!db) {
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     return AG_ENOMEM;
   }
   db->base.vt = &pg_vtbl;
@@ -1667,7 +1657,7 @@ int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db *
     char msg[256];
     copy_msg(msg, sizeof msg, perr ? perr : "out of memory");
     redact_password(msg, url);
-    set_err(err, errlen, "invalid PostgreSQL URL: %s", msg);
+    ag__set_err(err, errlen, "invalid PostgreSQL URL: %s", msg);
     rc = perr ? AG_EINVAL : AG_ENOMEM;
     PQfreemem(perr);
     goto fail;
@@ -1680,7 +1670,7 @@ int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db *
   db->hostaddr = opt_val(db, "hostaddr");
   if (!db->hostaddr) db->hostaddr = getenv("PGHOSTADDR");
   if (db->host && strchr(db->host, ',')) {
-    set_err(err, errlen, "PostgreSQL URLs with several hosts are not supported");
+    ag__set_err(err, errlen, "PostgreSQL URLs with several hosts are not supported");
     goto fail;
   }
   if (db->host && db->host[0] != '/' && !db->hostaddr) {
@@ -1704,7 +1694,7 @@ int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db *
                      db->query_timeout_ms + STMT_TIMEOUT_PAD) < 0 ||
       !(db->pool_options = ag_buf_take(&ob))) {
     ag_buf_deinit(&ob);
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     rc = AG_ENOMEM;
     goto fail;
   }
@@ -1758,7 +1748,7 @@ int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db *
   }
   db->sync = PQconnectdbParams(db->kw, db->val, 0);
   if (!db->sync) {
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     rc = AG_ENOMEM;
     goto fail;
   }
@@ -1767,8 +1757,8 @@ int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db *
     char msg[256];
     copy_msg(msg, sizeof msg, PQerrorMessage(db->sync));
     const char *dbname = opt_val(db, "dbname");
-    set_err(err, errlen, "could not connect to the PostgreSQL database%s%s%s: %s", dbname ? " \"" : "",
-            dbname ? dbname : "", dbname ? "\"" : "", msg);
+    ag__set_err(err, errlen, "could not connect to the PostgreSQL database%s%s%s: %s", dbname ? " \"" : "",
+                dbname ? dbname : "", dbname ? "\"" : "", msg);
     rc = AG_ECONNECT;
     goto fail;
   }

@@ -63,15 +63,6 @@ typedef struct sq_db {
   void *close_ud;
 } sq_db;
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) AG_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 /* ---- statement cache ------------------------------------------------------------------------ */
 
 static size_t ptr_hash(const void *p, size_t cap) {
@@ -397,24 +388,24 @@ static int sq_start(ag__db *base, uv_loop_t *loop, char *err, size_t errlen) {
   sq_db *d = (sq_db *)base;
   if (d->started) return AG_ESTATE;
   if (uv_mutex_init(&d->mu) != 0) {
-    set_err(err, errlen, "cannot create a mutex");
+    ag__set_err(err, errlen, "cannot create a mutex");
     return AG_ENOMEM;
   }
   if (uv_cond_init(&d->cv) != 0) {
     uv_mutex_destroy(&d->mu);
-    set_err(err, errlen, "cannot create a condition variable");
+    ag__set_err(err, errlen, "cannot create a condition variable");
     return AG_ENOMEM;
   }
   if (uv_async_init(loop, &d->async, on_async) != 0) {
     uv_cond_destroy(&d->cv);
     uv_mutex_destroy(&d->mu);
-    set_err(err, errlen, "cannot create an async handle");
+    ag__set_err(err, errlen, "cannot create an async handle");
     return AG_EIO;
   }
   d->async.data = d;
   uv_unref((uv_handle_t *)&d->async); /* idle store: does not keep the loop alive */
   if (uv_thread_create(&d->thread, worker_main, d) != 0) {
-    set_err(err, errlen, "cannot start the sqlite worker thread");
+    ag__set_err(err, errlen, "cannot start the sqlite worker thread");
     uv_close((uv_handle_t *)&d->async, NULL);
     uv_cond_destroy(&d->cv);
     uv_mutex_destroy(&d->mu);
@@ -483,7 +474,7 @@ static int exec_pragma(sqlite3 *db, const char *sql, const char *what, char *err
   char *msg = NULL;
   int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
   if (rc == SQLITE_OK) return 0;
-  set_err(err, errlen, "%s: %s", what, msg ? msg : sqlite3_errstr(rc));
+  ag__set_err(err, errlen, "%s: %s", what, msg ? msg : sqlite3_errstr(rc));
   sqlite3_free(msg);
   return (rc & 0xff) == SQLITE_NOMEM ? AG_ENOMEM : AG_EDB;
 }
@@ -498,7 +489,7 @@ static int configure(sqlite3 *db, const char *path, const ag_store_options *opts
   int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &s, NULL);
   if (rc == SQLITE_OK) rc = sqlite3_step(s);
   if (rc != SQLITE_ROW) {
-    set_err(err, errlen, "setting WAL mode on %s: %s", path, sqlite3_errmsg(db));
+    ag__set_err(err, errlen, "setting WAL mode on %s: %s", path, sqlite3_errmsg(db));
     sqlite3_finalize(s);
     return AG_EDB;
   }
@@ -518,7 +509,7 @@ int ag__db_sqlite_open(const char *path, const ag_store_options *opts, ag__db **
   sq_db *d = calloc(1, sizeof *d);
   if (!d || !(d->path = ag_strdup(path))) {
     free(d);
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     return AG_ENOMEM;
   }
   d->base.vt = &sqlite_vtbl;
@@ -527,7 +518,7 @@ int ag__db_sqlite_open(const char *path, const ag_store_options *opts, ag__db **
   int src = sqlite3_open_v2(path, &d->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   int rc;
   if (src != SQLITE_OK) {
-    set_err(err, errlen, "cannot open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(src));
+    ag__set_err(err, errlen, "cannot open %s: %s", path, d->db ? sqlite3_errmsg(d->db) : sqlite3_errstr(src));
     rc = (src & 0xff) == SQLITE_NOMEM ? AG_ENOMEM : AG_EDB;
     goto fail;
   }

@@ -16,15 +16,6 @@
 #include "store/migrate.h"
 #include "store/store_internal.h"
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) AG_PRINTF(3, 4);
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
-
 static bool has_prefix(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
 /* mkdir -p of the directory part of `path`. A path without a slash lives in the working directory,
@@ -42,7 +33,7 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen) {
     char saved = *p;
     *p = '\0';
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-      set_err(err, errlen, "cannot create directory %s: %s", dir, strerror(errno));
+      ag__set_err(err, errlen, "cannot create directory %s: %s", dir, strerror(errno));
       rc = AG_EIO;
       goto done;
     }
@@ -51,7 +42,7 @@ static int make_parent_dirs(const char *path, char *err, size_t errlen) {
   }
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-    set_err(err, errlen, "%s is not a directory", dir);
+    ag__set_err(err, errlen, "%s is not a directory", dir);
     rc = AG_EIO;
   }
 done:
@@ -64,7 +55,7 @@ static int open_db(const ag_store_options *opts, ag__db **out, char *err, size_t
   if (err && errlen) err[0] = '\0';
   *out = NULL;
   if (!opts || !opts->url || !opts->url[0]) {
-    set_err(err, errlen, "no database URL given");
+    ag__set_err(err, errlen, "no database URL given");
     return AG_EINVAL;
   }
   const char *url = opts->url;
@@ -76,11 +67,11 @@ static int open_db(const ag_store_options *opts, ag__db **out, char *err, size_t
   else if (has_prefix(url, "sqlite:"))
     path = url + strlen("sqlite:");
   else if (strstr(url, "://")) {
-    set_err(err, errlen, "unsupported database URL scheme in %s (use a path, sqlite:// or postgres://)", url);
+    ag__set_err(err, errlen, "unsupported database URL scheme in %s (use a path, sqlite:// or postgres://)", url);
     return AG_EINVAL;
   }
   if (!path[0]) {
-    set_err(err, errlen, "database URL %s names no file", url);
+    ag__set_err(err, errlen, "database URL %s names no file", url);
     return AG_EINVAL;
   }
   /* ":memory:" is handy for tests and has no directory; everything else is a file path. */
@@ -93,7 +84,7 @@ static int open_db(const ag_store_options *opts, ag__db **out, char *err, size_t
 
 int ag_store_open(uv_loop_t *loop, const ag_store_options *opts, ag_store **out, char *err, size_t errlen) {
   if (!loop || !out) {
-    set_err(err, errlen, "no loop given");
+    ag__set_err(err, errlen, "no loop given");
     return AG_EINVAL;
   }
   *out = NULL;
@@ -103,13 +94,13 @@ int ag_store_open(uv_loop_t *loop, const ag_store_options *opts, ag_store **out,
   bool apply = opts->migrate != AG_MIGRATE_REFUSE;
   rc = ag__migrate(db, apply, NULL, NULL, err, errlen);
   if (rc > 0) {
-    set_err(err, errlen, "the database lacks %d migration%s and automatic migration is off; run `agentd migrate`", rc,
-            rc == 1 ? "" : "s");
+    ag__set_err(err, errlen, "the database lacks %d migration%s and automatic migration is off; run `agentd migrate`",
+                rc, rc == 1 ? "" : "s");
     rc = AG_ESTATE;
   }
   ag_store *st = NULL;
   if (rc == 0 && !(st = calloc(1, sizeof *st))) {
-    set_err(err, errlen, "out of memory");
+    ag__set_err(err, errlen, "out of memory");
     rc = AG_ENOMEM;
   }
   if (rc == 0) rc = db->vt->start(db, loop, err, errlen);
