@@ -5,7 +5,7 @@
 CC       ?= cc
 # Quiet by default; `make V=1` shows full command lines.
 Q := $(if $(V),,@)
-PKGS     := libuv libcurl jansson sqlite3 libpq
+PKGS     := libuv libcurl jansson sqlite3 libpq lua5.4
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
 

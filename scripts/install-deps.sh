@@ -3,8 +3,8 @@
 # `make run` and `make test` work on a fresh bookworm machine. Needs root (or sudo) for apt-get.
 set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev
-      libuv1-dev libcurl4-openssl-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libpq-dev libcmocka-dev
-      postgresql sqlite3 nodejs npm curl)
+      libuv1-dev libcurl4-openssl-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libpq-dev liblua5.4-dev libcmocka-dev
+      postgresql sqlite3 json-schema-test-suite nodejs npm curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
