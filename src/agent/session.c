@@ -18,7 +18,9 @@
 #include "base/map.h"
 #include "base/util.h"
 #include "llm/sgr.h"
+#include "store/runtime.h"
 #include "store/store.h"
+#include "tools/registry.h"
 #include "tools/tools.h"
 
 #define MAX_ANSWER_BYTES (4u << 20)
@@ -52,7 +54,7 @@ struct ag_runtime {
 
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
 enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
-enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_ENDING, PH_ENDED };
+enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
 
 struct ag_session {
   ag_runtime *rt;
@@ -84,6 +86,16 @@ struct ag_session {
   ag_tool_exec_rec finish_rec;
   /* A plain tool call whose intent is committed and whose result is not (yet). */
   char *pend_call_id, *pend_name, *pend_args;
+  const ag_tool *pend_tool; /* held while its call runs */
+  ag_tool_job *tool_job;    /* the call in flight (PH_TOOL) */
+  uint64_t tool_t0;
+  ag_tool_output *tool_out; /* the finished call's output, until its result is journalled */
+  size_t next_artifact;     /* of tool_out, being stored */
+  /* The session's numbered sources (1..n_sources), read from the store before the first plain
+   * tool call of a run and kept up to date from then on. */
+  ag_tool_source *sources;
+  size_t n_sources;
+  bool sources_loaded;
   bool has_usage;
   ag_usage_rec usage_rec;
 
@@ -141,6 +153,17 @@ static void exec_rec_deinit(ag_tool_exec_rec *e) {
   memset(e, 0, sizeof *e);
 }
 
+static void free_sources(ag_session *s) {
+  for (size_t i = 0; i < s->n_sources; i++) {
+    free(s->sources[i].url);
+    free(s->sources[i].title);
+    free(s->sources[i].snippet);
+  }
+  free(s->sources);
+  s->sources = NULL;
+  s->n_sources = 0;
+}
+
 static void session_free(ag_session *s) {
   s->rt->sessions--;
   for (size_t i = 0; i < s->n_msgs; i++)
@@ -159,6 +182,9 @@ static void session_free(ag_session *s) {
   free(s->pend_call_id);
   free(s->pend_name);
   free(s->pend_args);
+  ag_tool_release(s->pend_tool);
+  ag_tool_output_free(s->tool_out);
+  free_sources(s);
   free(s->usage_rec.model);
   ag_buf_deinit(&s->streamed);
   free(s);
@@ -414,7 +440,7 @@ static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk)
   bool final_only = s->iteration >= t->max_iterations;
   tk->n = 0;
   for (size_t i = 0; i < t->n_tools; i++) {
-    const ag_tool *tool = ag_tools_find(t->tools[i]);
+    const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, t->tools[i]);
     if (!tool) continue;
     if (tool->role == AG_TOOL_REASONING && !with_reasoning) continue;
     if (final_only && tool->role != AG_TOOL_FINAL_ANSWER && tool->role != AG_TOOL_REASONING) continue;
@@ -444,7 +470,7 @@ static void on_scan(const char *const *path, size_t depth, const char *frag, siz
         s->disc_len += k;
         s->disc[s->disc_len] = '\0';
         if (done) {
-          const ag_tool *t = ag_tools_find(s->disc);
+          const ag_tool *t = ag_tool_registry_find(s->rt->cfg.tools, s->disc);
           s->answer_path_ok = t && t->role == AG_TOOL_FINAL_ANSWER;
         }
       } else if (strcmp(path[1], "answer") == 0 && s->answer_path_ok) {
@@ -659,7 +685,7 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
   }
 
   if (m->n_tool_calls > 0) {
-    const ag_tool_call *tc = &m->tool_calls[0];
+    const ag_llm_tool_call *tc = &m->tool_calls[0];
     const char *id = tc->id && *tc->id ? tc->id : call_id;
     if (s->step == STEP_REASONING) snprintf(call_id, sizeof call_id, "%d-reasoning", s->iteration);
     if (!(tc->id && *tc->id)) id = call_id;
@@ -726,6 +752,7 @@ static void record_result(ag_session *s, const ag_tool *tool, const char *call_i
   e->status = strdup(status);
   e->reason = strdup(tool ? "listed in the template's tools" : "unknown tool");
   e->idempotent = tool && tool->idempotent;
+  e->tool_version = ag_tool_version(tool);
   e->duration_ms = (int64_t)(ag_now_ms() - t0);
   e->created_at = ag_unix_ms();
   e->finished_at = e->created_at;
@@ -765,7 +792,7 @@ static void record_result(ag_session *s, const ag_tool *tool, const char *call_i
  * execution row), and only once that is durable is the tool run; its result is the next entry.
  * A crash between the two leaves a started row that recovery can see (recover_call). */
 static void run_action(ag_session *s, const char *call_id, const char *name, const char *args) {
-  const ag_tool *tool = ag_tools_find(name);
+  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, name);
   toolkit tk;
   build_toolkit(s, true, &tk);
   ag_buf out;
@@ -824,6 +851,14 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
       break;
     }
     default: {
+      char why[512];
+      if (ag_tool_validate_args(tool, args, why, sizeof why) < 0) {
+        /* The model's arguments do not fit the tool: it sees why and may try again; the tool
+         * never runs, so there is no intent to journal. */
+        rc = ag_buf_appendf(&out, "error: invalid arguments for %s: %s", tool->name, why);
+        status = "error";
+        break;
+      }
       if (tool->is_search) s->searches_used++;
       ag_buf_deinit(&out);
       /* The intent first. */
@@ -838,6 +873,7 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
       s->exec.status = strdup("started");
       s->exec.reason = strdup("listed in the template's tools");
       s->exec.idempotent = tool->idempotent;
+      s->exec.tool_version = ag_tool_version(tool);
       s->exec.created_at = ag_unix_ms();
       s->has_exec = true;
       if (!s->pend_call_id || !s->pend_name || !s->pend_args || !s->exec.tool_call_id || !s->exec.tool_name ||
@@ -855,27 +891,205 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
   ag_buf_deinit(&out);
 }
 
-/* The intent of the pending plain call is durable: run it, then journal its result. */
-static void execute_pending(ag_session *s) {
-  const ag_tool *tool = ag_tools_find(s->pend_name);
-  ag_buf out;
-  ag_buf_init(&out, 1 << 20);
-  const char *status = "ok";
-  uint64_t t0 = ag_now_ms();
-  if (!tool) {
-    /* Only after a restart with a different set of tools. */
-    status = "error";
-    if (ag_buf_appendf(&out, "error: unknown tool \"%s\"", s->pend_name) < 0) ag_buf_reset(&out);
-  } else if (tool->execute(s->pend_args, strlen(s->pend_args), &out) < 0) {
-    status = "error";
+static void journal_output(ag_session *s);
+static void store_next_artifact(ag_session *s);
+static void on_sources_added(int err, ag_source_rec *out, size_t n, void *ud);
+
+/* The call ended: its sources and artifacts go to the store first, then its result is journalled
+ * (the sources a result cites exist before the result does). */
+static void on_tool_done(int err, ag_tool_output *out, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  s->tool_job = NULL;
+  if (s->phase == PH_ENDED) { /* shut down while the call was being cancelled */
+    ag_tool_output_free(out);
+    maybe_free(s);
+    return;
   }
+  if (!out) {
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
+  if (err < 0) out->is_error = true;
+  s->tool_out = out;
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  s->next_artifact = 0;
+  if (out->n_sources == 0) {
+    store_next_artifact(s);
+    return;
+  }
+  size_t n = out->n_sources < AG_SOURCES_MAX_ADD ? out->n_sources : AG_SOURCES_MAX_ADD;
+  ag_source_rec *recs = calloc(n, sizeof *recs);
+  if (!recs) {
+    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    recs[i].url = out->sources[i].url;
+    recs[i].title = out->sources[i].title;
+    recs[i].snippet = out->sources[i].snippet;
+  }
+  int rc = ag_store_sources_add(s->rt->cfg.store, s->id, recs, n, on_sources_added, s);
+  free(recs);
+  if (rc < 0) {
+    /* The result still reaches the model; only its citations are lost. */
+    ag_log_warn(s->id, "could not store the sources of %s: %s", s->pend_name, ag_strerror(rc));
+    store_next_artifact(s);
+    return;
+  }
+  s->pending++;
+  s->phase = PH_COMMIT;
+}
+
+static int append_source(ag_session *s, const ag_source_rec *r) {
+  ag_tool_source *p = realloc(s->sources, (s->n_sources + 1) * sizeof *p);
+  if (!p) return AG_ENOMEM;
+  s->sources = p;
+  p[s->n_sources] = (ag_tool_source){ag_strdup(r->url), ag_strdup(r->title), ag_strdup(r->snippet)};
+  if (!p[s->n_sources].url) return AG_ENOMEM;
+  s->n_sources++;
+  return 0;
+}
+
+/* The store numbered the sources; a URL the session had keeps its number. The in-memory list is
+ * the store's order, so source k is at index k - 1. */
+static void on_sources_added(int err, ag_source_rec *out, size_t n, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  if (err < 0) ag_log_warn(s->id, "could not store the sources of %s: %s", s->pend_name, ag_strerror(err));
+  for (size_t i = 0; err == 0 && i < n; i++)
+    if ((size_t)out[i].number == s->n_sources + 1 && append_source(s, &out[i]) < 0) break;
+  ag_source_recs_free(out, n);
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  store_next_artifact(s);
+}
+
+static void on_artifact_added(int err, ag_artifact_rec *rec, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  if (err < 0) ag_log_warn(s->id, "could not store an artifact of %s: %s", s->pend_name, ag_strerror(err));
+  ag_artifact_rec_free(rec);
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  s->next_artifact++;
+  store_next_artifact(s);
+}
+
+static void store_next_artifact(ag_session *s) {
+  ag_tool_output *out = s->tool_out;
+  if (s->next_artifact >= out->n_artifacts) {
+    journal_output(s);
+    return;
+  }
+  const ag_tool_artifact *a = &out->artifacts[s->next_artifact];
+  ag_artifact_rec rec = {.session_id = s->id, .name = a->name, .mime_type = a->mime_type, .content = a->content};
+  int rc = ag_store_artifact_add(s->rt->cfg.store, &rec, on_artifact_added, s);
+  if (rc < 0) {
+    ag_log_warn(s->id, "could not store an artifact of %s: %s", s->pend_name, ag_strerror(rc));
+    s->next_artifact++;
+    store_next_artifact(s);
+    return;
+  }
+  s->pending++;
+  s->phase = PH_COMMIT;
+}
+
+static void journal_output(ag_session *s) {
+  ag_tool_output *out = s->tool_out;
+  s->tool_out = NULL;
+  const ag_tool *tool = s->pend_tool;
+  s->pend_tool = NULL;
   char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
   s->pend_call_id = s->pend_name = s->pend_args = NULL;
-  record_result(s, tool, cid, name, args, &out, status, true, t0, AG_SESSION_RUNNING);
-  ag_buf_deinit(&out);
+  record_result(s, tool, cid, name, args, &out->text, out->is_error ? "error" : "ok", true, s->tool_t0,
+                AG_SESSION_RUNNING);
+  ag_tool_output_free(out);
+  ag_tool_release(tool);
   free(cid);
   free(name);
   free(args);
+}
+
+static void start_tool(ag_session *s);
+
+static void on_sources_loaded(int err, ag_source_rec *recs, size_t n, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  if (err < 0) ag_log_warn(s->id, "could not read the session's sources: %s", ag_strerror(err));
+  free_sources(s);
+  for (size_t i = 0; err == 0 && i < n; i++)
+    if ((size_t)recs[i].number == s->n_sources + 1 && append_source(s, &recs[i]) < 0) break;
+  ag_source_recs_free(recs, n);
+  s->sources_loaded = true;
+  if (s->cancel) {
+    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  start_tool(s);
+}
+
+/* The intent of the pending plain call is durable: run it (the session's sources first, once a
+ * run, for tools that cite them), then journal its result. */
+static void execute_pending(ag_session *s) {
+  if (!s->sources_loaded) {
+    if (ag_store_sources_list(s->rt->cfg.store, s->id, on_sources_loaded, s) == 0) {
+      s->pending++;
+      s->phase = PH_COMMIT;
+      return;
+    }
+    s->sources_loaded = true; /* run without them rather than not at all */
+  }
+  start_tool(s);
+}
+
+static void start_tool(ag_session *s) {
+  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, s->pend_name);
+  s->tool_t0 = ag_now_ms();
+  if (!tool || tool->role != AG_TOOL_PLAIN) {
+    /* Only after a restart with a different set of tools. */
+    ag_buf out;
+    ag_buf_init(&out, 4096);
+    if (ag_buf_appendf(&out, "error: unknown tool \"%s\"", s->pend_name) < 0) ag_buf_reset(&out);
+    char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
+    s->pend_call_id = s->pend_name = s->pend_args = NULL;
+    record_result(s, NULL, cid, name, args, &out, "error", true, s->tool_t0, AG_SESSION_RUNNING);
+    ag_buf_deinit(&out);
+    free(cid);
+    free(name);
+    free(args);
+    return;
+  }
+  ag_tool_hold(tool);
+  s->pend_tool = tool;
+  ag_tool_call call = {.session_id = s->id,
+                       .call_id = s->pend_call_id,
+                       .tool_name = tool->name,
+                       .args = s->pend_args,
+                       .sources = s->sources,
+                       .n_sources = s->n_sources};
+  int rc = ag_tool_registry_call(s->rt->cfg.tools, tool, &call, on_tool_done, s, &s->tool_job);
+  if (rc < 0) {
+    ag_log_warn(s->id, "could not start %s: %s", tool->name, ag_strerror(rc));
+    ag_tool_output *out = ag_tool_output_new(4096);
+    if (!out) {
+      finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+      return;
+    }
+    ag_tool_output_fail(out, "error: %s could not be started: %s", tool->name, ag_strerror(rc));
+    s->tool_out = out;
+    journal_output(s);
+    return;
+  }
+  s->pending++;
+  s->phase = PH_TOOL;
 }
 
 /* Recovery found the conversation ending in a plain tool call whose result was never committed:
@@ -885,8 +1099,8 @@ static void execute_pending(ag_session *s) {
 static bool recover_call(ag_session *s) {
   const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
   if (!last || last->role != AG_ROLE_ASSISTANT || last->n_tool_calls == 0) return false;
-  const ag_tool_call *tc = &last->tool_calls[0];
-  const ag_tool *tool = ag_tools_find(tc->name ? tc->name : "");
+  const ag_llm_tool_call *tc = &last->tool_calls[0];
+  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, tc->name ? tc->name : "");
   set_str(&s->pend_call_id, tc->id ? tc->id : "");
   set_str(&s->pend_name, tool ? tool->name : (tc->name ? tc->name : ""));
   set_str(&s->pend_args, tc->arguments ? tc->arguments : "{}");
@@ -942,6 +1156,7 @@ bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
 static void cancel_session(ag_session *s, int kind) {
   if (s->cancel == CANCEL_NONE || kind == CANCEL_SHUTDOWN) s->cancel = kind;
   if (s->phase == PH_LLM && s->call) ag_llm_cancel(s->rt->cfg.provider, s->call);
+  if (s->phase == PH_TOOL && s->tool_job) ag_tool_registry_cancel(s->rt->cfg.tools, s->pend_tool, s->tool_job);
   /* PH_COMMIT and PH_LOADING see the flag in their callbacks. */
 }
 
@@ -1118,7 +1333,7 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
     if (recover_call(s)) return;
     const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
-    const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tools_find(last->name) : NULL;
+    const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tool_registry_find(s->rt->cfg.tools, last->name) : NULL;
     s->step =
         lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
     begin_step(s);

@@ -26,6 +26,7 @@
 
 typedef struct uv_loop_s uv_loop_t;
 typedef struct ag_store ag_store;
+typedef struct ag_tool_registry ag_tool_registry;
 typedef struct ag_runtime ag_runtime;
 typedef struct ag_session ag_session;
 
@@ -47,6 +48,7 @@ typedef struct ag_runtime_config {
   ag_llm_provider *provider;        /* borrowed */
   ag_store *store;                  /* borrowed */
   const ag_template_set *templates; /* borrowed */
+  ag_tool_registry *tools;          /* borrowed; NULL: built-in tools only */
   const char *default_model;        /* upstream model when the template names none */
   bool stream_upstream;             /* ask upstream for SSE (default true) */
 } ag_runtime_config;

@@ -13,6 +13,7 @@
 #include "base/json.h"
 #include "base/util.h"
 #include "net/http_server.h"
+#include "store/runtime.h"
 #include "store/store.h"
 
 #define DEFAULT_PAGE 100
@@ -87,27 +88,6 @@ void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
 
 /* ---------- GET /agents ---------- */
 
-static size_t query_num(ag_http_req *req, const char *name, size_t dflt, size_t max) {
-  ag_slice q = ag_http_req_query(req);
-  size_t nlen = strlen(name);
-  for (size_t i = 0; i < q.len;) {
-    size_t end = i;
-    while (end < q.len && q.ptr[end] != '&')
-      end++;
-    if (end - i > nlen && memcmp(q.ptr + i, name, nlen) == 0 && q.ptr[i + nlen] == '=') {
-      size_t v = 0;
-      for (size_t k = i + nlen + 1; k < end; k++) {
-        if (q.ptr[k] < '0' || q.ptr[k] > '9') return dflt;
-        v = v * 10 + (size_t)(q.ptr[k] - '0');
-        if (v > max) return max;
-      }
-      return v;
-    }
-    i = end + 1;
-  }
-  return dflt;
-}
-
 /* A failed store call: 503 while the database is out of reach (the client may retry), 500 for
  * anything else. */
 static void storage_error(ag_http_req *req, int err, const char *what) {
@@ -152,8 +132,8 @@ static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
 }
 
 void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req) {
-  size_t limit = query_num(req, "limit", DEFAULT_PAGE, MAX_PAGE);
-  size_t offset = query_num(req, "offset", 0, (size_t)1 << 40);
+  size_t limit = ag__api_query_num(req, "limit", DEFAULT_PAGE, MAX_PAGE);
+  size_t offset = ag__api_query_num(req, "offset", 0, (size_t)1 << 40);
   int rc = ag_store_list_sessions(ctx->store, NULL, limit, offset, on_listed, req);
   if (rc < 0) storage_error(req, rc, "could not list sessions");
 }
@@ -255,4 +235,166 @@ void ag__api_cancel_agent(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
     free(cr);
     ag_api_error(req, 500, "server_error", NULL, NULL, "could not cancel the session");
   }
+}
+
+/* ---------- GET /agents/{id}/sources, /agents/{id}/artifacts[/{aid}] ---------- */
+
+static void on_sources(int err, ag_source_rec *recs, size_t n, void *ud) {
+  ag_http_req *req = ud;
+  if (err < 0) {
+    storage_error(req, err, "could not read the sources");
+    return;
+  }
+  ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
+  int rc = root && arr ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    ag_json *o = ag_json_object_new();
+    rc = o ? 0 : AG_ENOMEM;
+    if (rc == 0) rc = ag_json_set_take(o, "number", ag_json_int_new(recs[i].number));
+    if (rc == 0) rc = ag_json_set_take(o, "url", ag_json_string_new(recs[i].url));
+    if (rc == 0) rc = ag_json_set_take(o, "title", str_or_null(recs[i].title));
+    if (rc == 0) rc = ag_json_set_take(o, "snippet", str_or_null(recs[i].snippet));
+    if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(recs[i].created_at));
+    if (rc == 0)
+      rc = ag_json_push_take(arr, o);
+    else
+      ag_json_free(o);
+  }
+  ag_source_recs_free(recs, n);
+  if (rc == 0) {
+    rc = ag_json_set_take(root, "sources", arr);
+    arr = NULL;
+  }
+  ag_json_free(arr);
+  if (rc < 0) {
+    ag_json_free(root);
+    root = NULL;
+  }
+  respond_json(req, 200, root);
+}
+
+/* A request that reads the session first, then something of it. */
+typedef struct two_step {
+  ag_api_ctx *ctx;
+  ag_http_req *req;
+} two_step;
+
+static int start_two_step(ag_api_ctx *ctx, ag_http_req *req, const char *id, ag_store_session_fn cb) {
+  two_step *t = malloc(sizeof *t);
+  if (!t) return AG_ENOMEM;
+  *t = (two_step){ctx, req};
+  int rc = ag_store_load_session(ctx->store, id, false, cb, t);
+  if (rc < 0) free(t);
+  return rc;
+}
+
+/* The sources of an unknown session are a 404, not an empty list: look at the session first. */
+static void on_sources_session(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n, void *ud) {
+  two_step t = *(two_step *)ud;
+  free(ud);
+  ag_http_req *req = t.req;
+  ag_api_ctx *ctx = t.ctx;
+  ag_message_recs_free(msgs, n);
+  char id[256];
+  snprintf(id, sizeof id, "%s", r ? r->id : "");
+  ag_session_rec_free(r);
+  if (err == AG_ENOTFOUND) {
+    ag_api_error(req, 404, "invalid_request_error", "session_not_found", NULL, "no such session");
+    return;
+  }
+  if (err < 0) {
+    storage_error(req, err, "could not read the session");
+    return;
+  }
+  int rc = ag_store_sources_list(ctx->store, id, on_sources, req);
+  if (rc < 0) storage_error(req, rc, "could not read the sources");
+}
+
+void ag__api_agent_sources(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
+  int rc = start_two_step(ctx, req, id, on_sources_session);
+  if (rc < 0) storage_error(req, rc, "could not read the session");
+}
+
+static ag_json *artifact_json(const ag_artifact_rec *a, bool with_content) {
+  ag_json *o = ag_json_object_new();
+  int rc = o ? 0 : AG_ENOMEM;
+  if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_string_new(a->id));
+  if (rc == 0) rc = ag_json_set_take(o, "name", ag_json_string_new(a->name));
+  if (rc == 0) rc = ag_json_set_take(o, "mime_type", ag_json_string_new(a->mime_type));
+  if (rc == 0) rc = ag_json_set_take(o, "size_bytes", ag_json_int_new(a->size_bytes));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(a->created_at));
+  if (rc == 0 && with_content) rc = ag_json_set_take(o, "content", str_or_null(a->content));
+  if (rc < 0) {
+    ag_json_free(o);
+    return NULL;
+  }
+  return o;
+}
+
+static void on_artifacts(int err, ag_artifact_rec *recs, size_t n, void *ud) {
+  ag_http_req *req = ud;
+  if (err < 0) {
+    storage_error(req, err, "could not read the artifacts");
+    return;
+  }
+  ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
+  int rc = root && arr ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    ag_json *o = artifact_json(&recs[i], false);
+    rc = o ? ag_json_push_take(arr, o) : AG_ENOMEM;
+  }
+  ag_artifact_recs_free(recs, n);
+  if (rc == 0) {
+    rc = ag_json_set_take(root, "artifacts", arr);
+    arr = NULL;
+  }
+  ag_json_free(arr);
+  if (rc < 0) {
+    ag_json_free(root);
+    root = NULL;
+  }
+  respond_json(req, 200, root);
+}
+
+static void on_artifact(int err, ag_artifact_rec *a, void *ud) {
+  ag_http_req *req = ud;
+  if (err == AG_ENOTFOUND) {
+    ag_api_error(req, 404, "invalid_request_error", "artifact_not_found", NULL, "no such artifact");
+  } else if (err < 0) {
+    storage_error(req, err, "could not read the artifact");
+  } else {
+    respond_json(req, 200, artifact_json(a, true));
+  }
+  ag_artifact_rec_free(a);
+}
+
+static void on_artifacts_session(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n, void *ud) {
+  two_step t = *(two_step *)ud;
+  free(ud);
+  ag_http_req *req = t.req;
+  ag_api_ctx *ctx = t.ctx;
+  ag_message_recs_free(msgs, n);
+  char id[256];
+  snprintf(id, sizeof id, "%s", r ? r->id : "");
+  ag_session_rec_free(r);
+  if (err == AG_ENOTFOUND) {
+    ag_api_error(req, 404, "invalid_request_error", "session_not_found", NULL, "no such session");
+    return;
+  }
+  if (err < 0) {
+    storage_error(req, err, "could not read the session");
+    return;
+  }
+  int rc = ag_store_artifacts_list(ctx->store, id, on_artifacts, req);
+  if (rc < 0) storage_error(req, rc, "could not read the artifacts");
+}
+
+void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, const char *aid) {
+  int rc;
+  if (aid) {
+    rc = ag_store_artifact_get(ctx->store, id, aid, on_artifact, req);
+  } else {
+    rc = start_two_step(ctx, req, id, on_artifacts_session);
+  }
+  if (rc < 0) storage_error(req, rc, "could not read the artifacts");
 }

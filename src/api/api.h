@@ -14,12 +14,14 @@ typedef struct ag_http_req ag_http_req;
 typedef struct ag_runtime ag_runtime;
 typedef struct ag_store ag_store;
 typedef struct ag_template_set ag_template_set;
+typedef struct ag_tool_registry ag_tool_registry;
 
 /* Everything a handler needs, borrowed from the server struct. */
 typedef struct ag_api_ctx {
   ag_runtime *runtime;
   ag_store *store;
   const ag_template_set *templates;
+  ag_tool_registry *tools;    /* the running tools; changed by the admin API (hot-load) */
   const char *upstream_model; /* model name upstream, or the offline model's name */
   bool offline;               /* the scripted demo model is in use */
   bool ready;                 /* false while starting or shutting down: /readyz says 503 */
@@ -47,5 +49,16 @@ void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req);
 void ag__api_agent_state(ag_api_ctx *ctx, ag_http_req *req, const char *id);
 void ag__api_cancel_agent(ag_api_ctx *ctx, ag_http_req *req, const char *id);
 void ag__api_models(ag_api_ctx *ctx, ag_http_req *req);
+void ag__api_agent_sources(ag_api_ctx *ctx, ag_http_req *req, const char *id);
+/* GET /agents/{id}/artifacts (aid NULL) and /agents/{id}/artifacts/{aid}. */
+void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, const char *aid);
+/* /admin/tools...; `rest` is what follows "/admin/tools" without the leading '/' ("", "7",
+ * "7/activate"). */
+void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest);
+
+/* The query parameter `name`, percent-decoded into out (NUL-terminated, cut to fit); "" when
+ * absent. A number parameter: dflt when absent or not a number, at most max. */
+void ag__api_query(ag_http_req *req, const char *name, char *out, size_t outlen);
+size_t ag__api_query_num(ag_http_req *req, const char *name, size_t dflt, size_t max);
 
 #endif

@@ -71,6 +71,25 @@ static bool match_agent(ag_slice path, const char *suffix, char *id, size_t idle
   return true;
 }
 
+/* Matches "/agents/<id>/artifacts/<aid>"; copies both (no '/', bounded). */
+static bool match_agent_artifact(ag_slice path, char *id, size_t idlen, char *aid, size_t aidlen) {
+  static const char prefix[] = "/agents/", mid[] = "/artifacts/";
+  if (!ag_slice_starts_with(path, prefix)) return false;
+  const char *p = path.ptr + sizeof prefix - 1, *end = path.ptr + path.len;
+  const char *slash = memchr(p, '/', (size_t)(end - p));
+  if (!slash || slash == p || (size_t)(slash - p) >= idlen) return false;
+  size_t ml = sizeof mid - 1;
+  if ((size_t)(end - slash) <= ml || memcmp(slash, mid, ml) != 0) return false;
+  const char *a = slash + ml;
+  size_t an = (size_t)(end - a);
+  if (an == 0 || an >= aidlen || memchr(a, '/', an)) return false;
+  memcpy(id, p, (size_t)(slash - p));
+  id[slash - p] = '\0';
+  memcpy(aid, a, an);
+  aid[an] = '\0';
+  return true;
+}
+
 static bool method_is(ag_http_req *req, const char *m) { return ag_slice_eq_cstr(ag_http_req_method(req), m); }
 
 static void wrong_method(ag_http_req *req, const char *allowed) {
@@ -79,6 +98,69 @@ static void wrong_method(ag_http_req *req, const char *allowed) {
   ag_api_error_h(req, 405, allow, "invalid_request_error", "method_not_allowed", NULL,
                  "method %.*s is not allowed here; use %s", (int)ag_http_req_method(req).len,
                  ag_http_req_method(req).ptr, allowed);
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void ag__api_query(ag_http_req *req, const char *name, char *out, size_t outlen) {
+  if (!outlen) return;
+  out[0] = '\0';
+  ag_slice q = ag_http_req_query(req);
+  size_t nlen = strlen(name);
+  for (size_t i = 0; i < q.len;) {
+    size_t end = i;
+    while (end < q.len && q.ptr[end] != '&')
+      end++;
+    if (end - i >= nlen + 1 && memcmp(q.ptr + i, name, nlen) == 0 && q.ptr[i + nlen] == '=') {
+      size_t k = 0;
+      for (size_t p = i + nlen + 1; p < end && k + 1 < outlen; p++) {
+        char c = q.ptr[p];
+        if (c == '+') {
+          c = ' ';
+        } else if (c == '%' && p + 2 < end + 1 && hexval(q.ptr[p + 1]) >= 0 && hexval(q.ptr[p + 2]) >= 0) {
+          c = (char)(hexval(q.ptr[p + 1]) * 16 + hexval(q.ptr[p + 2]));
+          p += 2;
+        }
+        out[k++] = c;
+      }
+      out[k] = '\0';
+      return;
+    }
+    i = end + 1;
+  }
+}
+
+size_t ag__api_query_num(ag_http_req *req, const char *name, size_t dflt, size_t max) {
+  char v[32];
+  ag__api_query(req, name, v, sizeof v);
+  if (!v[0]) return dflt;
+  size_t n = 0;
+  for (const char *p = v; *p; p++) {
+    if (*p < '0' || *p > '9') return dflt;
+    n = n * 10 + (size_t)(*p - '0');
+    if (n > max) return max;
+  }
+  return n;
+}
+
+/* "/admin/tools" or "/admin/tools/<rest>": the rest, bounded, or false. */
+static bool match_admin_tools(ag_slice path, char *rest, size_t restlen) {
+  static const char prefix[] = "/admin/tools";
+  size_t pl = sizeof prefix - 1;
+  if (path.len < pl || memcmp(path.ptr, prefix, pl) != 0) return false;
+  if (path.len == pl) {
+    rest[0] = '\0';
+    return true;
+  }
+  if (path.ptr[pl] != '/' || path.len - pl - 1 >= restlen) return false;
+  memcpy(rest, path.ptr + pl + 1, path.len - pl - 1);
+  rest[path.len - pl - 1] = '\0';
+  return true;
 }
 
 void ag_api_handle(ag_http_req *req, void *ud) {
@@ -159,6 +241,35 @@ void ag_api_handle(ag_http_req *req, void *ud) {
       ag__api_provide_clarification(ctx, req, id);
       return;
     }
+  }
+  char rest[256];
+  if (match_admin_tools(path, rest, sizeof rest)) {
+    ag__api_admin_tools(ctx, req, rest);
+    return;
+  }
+  if (match_agent(path, "sources", id, sizeof id)) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    ag__api_agent_sources(ctx, req, id);
+    return;
+  }
+  if (match_agent(path, "artifacts", id, sizeof id)) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    ag__api_agent_artifacts(ctx, req, id, NULL);
+    return;
+  }
+  if (match_agent_artifact(path, id, sizeof id, rest, sizeof rest)) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    ag__api_agent_artifacts(ctx, req, id, rest);
+    return;
   }
   if (match_agent(path, NULL, id, sizeof id)) {
     if (!method_is(req, "DELETE")) {

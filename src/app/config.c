@@ -36,6 +36,8 @@ void ag_config_defaults(ag_config *c) {
   c->retention_max_age_s = 0;
   c->retention_interval_s = 3600;
   c->recovery_interval_s = 30;
+  c->tool_timeout_ms = 30000;
+  c->tool_max_output_bytes = 256u << 10;
 }
 
 void ag_config_deinit(ag_config *c) {
@@ -45,6 +47,9 @@ void ag_config_deinit(ag_config *c) {
   free(c->openai_base_url);
   free(c->openai_api_key);
   free(c->model);
+  free(c->search_kind);
+  free(c->search_url);
+  free(c->search_api_key);
   memset(c, 0, sizeof *c);
 }
 
@@ -122,6 +127,12 @@ static const setting settings[] = {
     {"AGENTD_RETENTION_MAX_AGE_S", "retention_max_age_s", 1, OFF(retention_max_age_s)},
     {"AGENTD_RETENTION_INTERVAL_S", "retention_interval_s", 1, OFF(retention_interval_s)},
     {"AGENTD_RECOVERY_INTERVAL_S", "recovery_interval_s", 1, OFF(recovery_interval_s)},
+    {"AGENTD_TOOL_TIMEOUT_MS", "tool_timeout_ms", 1, OFF(tool_timeout_ms)},
+    {"AGENTD_TOOL_MAX_OUTPUT_BYTES", "tool_max_output_bytes", 3, OFF(tool_max_output_bytes)},
+    {"AGENTD_ALLOW_PRIVATE_HOSTS", "allow_private_hosts", 6, OFF(allow_private_hosts)},
+    {"AGENTD_SEARCH_KIND", "search_kind", 0, OFF(search_kind)},
+    {"AGENTD_SEARCH_URL", "search_url", 0, OFF(search_url)},
+    {"AGENTD_SEARCH_API_KEY", "search_api_key", 0, OFF(search_api_key)},
 };
 
 static int apply(ag_config *c, const setting *s, const char *v, char *err, size_t errlen) {
@@ -265,5 +276,11 @@ const char *ag_config_help(void) {
          "  AGENTD_RETENTION_INTERVAL_S               how often the server prunes (3600)\n"
          "  AGENTD_RECOVERY_INTERVAL_S                how often sessions left running by a database outage are\n"
          "                                            resumed; 0: only at start (30)\n"
+         "  AGENTD_TOOL_TIMEOUT_MS                    default limit of one tool call (30000)\n"
+         "  AGENTD_TOOL_MAX_OUTPUT_BYTES              default cap on a tool result (262144)\n"
+         "  AGENTD_ALLOW_PRIVATE_HOSTS                1: http and web tools may reach loopback, private and\n"
+         "                                            link-local addresses (off: refused, the SSRF guard) (0)\n"
+         "  AGENTD_SEARCH_KIND / AGENTD_SEARCH_URL    web_search backend: tavily or searxng, and its endpoint\n"
+         "  AGENTD_SEARCH_API_KEY                     web_search API key (Tavily; never logged)\n"
          "Config-file keys for the AGENTD_* settings are the lowercase names without the prefix.\n";
 }

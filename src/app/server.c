@@ -28,7 +28,10 @@
 #include "llm/llm.h"
 #include "net/http_client.h"
 #include "net/http_server.h"
+#include "store/catalog.h"
 #include "store/store.h"
+#include "tools/executor.h"
+#include "tools/registry.h"
 
 #define SHUTDOWN_POLL_MS 20
 #define SHUTDOWN_HARD_EXTRA_MS 3000 /* after the grace period: drop client connections */
@@ -43,6 +46,8 @@ typedef struct ag_server {
   ag_retention *retention; /* NULL when retention is off */
   ag_http_client *http_client;
   ag_llm_provider *provider;
+  ag_tool_env tool_env;
+  ag_tool_registry *tools;
   ag_runtime *runtime;
   ag_http_server *http;
   ag_api_ctx api;
@@ -102,6 +107,13 @@ static void begin_close(ag_server *srv) {
   uv_timer_stop(&srv->shutdown_timer);
   srv->closing = srv->retention ? 4 : 3;
   close_http_server(srv);
+  /* The tools' executors use the HTTP client: they go first, and the client's close waits for
+   * the calls they cancel. */
+  if (srv->tools) {
+    srv->closing++;
+    ag_tool_registry_close(srv->tools, handle_closed, srv);
+    srv->tools = NULL;
+  }
   ag_http_client_close(srv->http_client, handle_closed, srv);
   /* Before the store: a prune in flight still gets its callback while the store drains. */
   if (srv->retention) ag_retention_stop(srv->retention, handle_closed, srv);
@@ -229,6 +241,76 @@ int ag_server_migrate(const ag_config *cfg, bool apply) {
   return 0;
 }
 
+/* ---- tools ------------------------------------------------------------------------------- */
+
+typedef struct catalog_load {
+  ag_server *srv;
+  bool done;
+  int err;
+  size_t offset, loaded, refused;
+} catalog_load;
+
+static int load_catalog_page(catalog_load *cl);
+
+static void on_catalog_page(int err, ag_tool_rec *recs, size_t n, void *ud) {
+  catalog_load *cl = ud;
+  for (size_t i = 0; err == 0 && i < n; i++) {
+    char why[512] = "";
+    if (ag_tool_registry_put(cl->srv->tools, &recs[i], why, sizeof why) < 0) {
+      /* One bad row must not keep the server from starting: it is left out, loudly. */
+      ag_log_error(NULL, "tools: %s (id %lld) is not loaded: %s", recs[i].name, (long long)recs[i].id, why);
+      cl->refused++;
+    } else {
+      cl->loaded++;
+    }
+  }
+  ag_tool_recs_free(recs, n);
+  if (err < 0 || n < AG_CATALOG_PAGE_MAX) {
+    cl->err = err;
+    cl->done = true;
+    return;
+  }
+  cl->offset += n;
+  if ((cl->err = load_catalog_page(cl)) < 0) cl->done = true;
+}
+
+static int load_catalog_page(catalog_load *cl) {
+  ag_tool_filter f = {.active = AG_TOOLS_ACTIVE, .limit = AG_CATALOG_PAGE_MAX, .offset = cl->offset};
+  return ag_store_tool_list(cl->srv->store, &f, on_catalog_page, cl);
+}
+
+/* The tool registry with its executors, and every active catalog tool in it, before the server
+ * takes requests (start-up is synchronous by design). */
+static int open_tools(ag_server *srv) {
+  const ag_config *cfg = srv->cfg;
+  srv->tool_env = (ag_tool_env){.loop = srv->loop,
+                                .http = srv->http_client,
+                                .timeout_ms = cfg->tool_timeout_ms,
+                                .max_output = cfg->tool_max_output_bytes,
+                                .allow_private_hosts = cfg->allow_private_hosts,
+                                .search_kind = cfg->search_kind,
+                                .search_url = cfg->search_url,
+                                .search_api_key = cfg->search_api_key};
+  int rc = ag_tool_registry_new(&srv->tool_env, &srv->tools);
+  if (rc < 0) {
+    ag_log_error(NULL, "cannot create the tool registry: %s", ag_strerror(rc));
+    return rc;
+  }
+  catalog_load cl = {.srv = srv};
+  if ((rc = load_catalog_page(&cl)) < 0) {
+    ag_log_error(NULL, "cannot read the tool catalog: %s", ag_strerror(rc));
+    return rc;
+  }
+  while (!cl.done)
+    uv_run(srv->loop, UV_RUN_ONCE);
+  if (cl.err < 0) {
+    ag_log_error(NULL, "cannot read the tool catalog: %s", ag_strerror(cl.err));
+    return cl.err;
+  }
+  ag_log_info(NULL, "tools: %zu catalog tool(s) loaded%s", cl.loaded, cl.refused ? " (some refused, see above)" : "");
+  return 0;
+}
+
 int ag_server_prune(const ag_config *cfg, uint64_t older_than_s) {
   if (older_than_s == 0) older_than_s = cfg->retention_max_age_s;
   if (older_than_s == 0) {
@@ -310,13 +392,21 @@ int ag_server_run(const ag_config *cfg) {
   }
   if (rc < 0) goto fail;
 
-  ag_runtime_config rcfg = {
-      srv.loop, srv.provider, srv.store, srv.templates, offline ? AG_SCRIPTED_MODEL_NAME : cfg->model, true};
+  if ((rc = open_tools(&srv)) < 0) goto fail;
+
+  ag_runtime_config rcfg = {.loop = srv.loop,
+                            .provider = srv.provider,
+                            .store = srv.store,
+                            .templates = srv.templates,
+                            .tools = srv.tools,
+                            .default_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model,
+                            .stream_upstream = true};
   if ((rc = ag_runtime_new(&rcfg, &srv.runtime)) < 0) goto fail;
 
   srv.api.runtime = srv.runtime;
   srv.api.store = srv.store;
   srv.api.templates = srv.templates;
+  srv.api.tools = srv.tools;
   srv.api.upstream_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model;
   srv.api.offline = offline;
   srv.api.max_stream_buffer = 8u << 20;
@@ -379,6 +469,7 @@ fail:
     ag_runtime_free(srv.runtime);
   }
   ag_llm_provider_free(srv.provider);
+  if (srv.tools) ag_tool_registry_close(srv.tools, NULL, NULL);
   if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);
   if (srv.retention) ag_retention_stop(srv.retention, NULL, NULL);
   if (srv.store) ag_store_close(srv.store, NULL, NULL);

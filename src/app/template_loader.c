@@ -6,8 +6,10 @@
  *    "tools": ["reasoning_tool", "clarification_tool", "final_answer_tool", "current_time"]} */
 #include "app/template_loader.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,14 @@ static bool valid_name(const char *s) {
           c == '.'))
       return false;
   }
+  return true;
+}
+
+static bool catalog_name_ok(const char *n) {
+  size_t len = n ? strlen(n) : 0;
+  if (len == 0 || len > 64) return false;
+  for (size_t i = 0; i < len; i++)
+    if (!isalnum((unsigned char)n[i]) && n[i] != '_' && n[i] != '-') return false;
   return true;
 }
 
@@ -110,11 +120,14 @@ int ag_template_parse(const char *json, size_t len, ag_template **out, char *err
   for (size_t i = 0; i < ag_json_len(tools); i++) {
     const char *tn = ag_json_str(ag_json_at(tools, i));
     const ag_tool *tool = ag_tools_find(tn);
-    if (!tool) {
-      snprintf(err, errlen, "unknown tool '%s'", tn ? tn : "(not a string)");
+    /* A built-in is stored under its canonical name; any other name is a catalog tool, looked up
+     * at every step (it may be created, changed or switched off while the server runs). */
+    if (!tool && !catalog_name_ok(tn)) {
+      snprintf(err, errlen, "tool '%s' is neither a built-in nor a valid catalog tool name (letters, digits, _ and -)",
+               tn ? tn : "(not a string)");
       goto fail;
     }
-    t->tools[t->n_tools] = strdup(tool->name);
+    t->tools[t->n_tools] = strdup(tool ? tool->name : tn);
     if (!t->tools[t->n_tools]) {
       rc = AG_ENOMEM;
       goto fail;

@@ -23,16 +23,16 @@ enum ag_role { AG_ROLE_SYSTEM, AG_ROLE_USER, AG_ROLE_ASSISTANT, AG_ROLE_TOOL };
 const char *ag_role_name(int role);
 int ag_role_parse(const char *name); /* -1 if unknown */
 
-typedef struct ag_tool_call {
+typedef struct ag_llm_tool_call {
   char *id;
   char *name;
   char *arguments; /* JSON text as the model produced it (may be invalid JSON) */
-} ag_tool_call;
+} ag_llm_tool_call;
 
 typedef struct ag_msg {
-  int role;                 /* enum ag_role */
-  char *content;            /* NULL when absent */
-  ag_tool_call *tool_calls; /* assistant only */
+  int role;                     /* enum ag_role */
+  char *content;                /* NULL when absent */
+  ag_llm_tool_call *tool_calls; /* assistant only */
   size_t n_tool_calls;
   char *tool_call_id; /* tool only */
   char *name;         /* tool only: the tool's name */
@@ -40,11 +40,11 @@ typedef struct ag_msg {
 
 void ag_msg_deinit(ag_msg *m);
 AG_MUST_CHECK int ag_msg_copy(ag_msg *dst, const ag_msg *src);
-void ag_tool_call_deinit(ag_tool_call *tc);
+void ag_tool_call_deinit(ag_llm_tool_call *tc);
 
 /* Serialises tool calls as an OpenAI JSON array (owned string) and back; used to persist them. */
-char *ag_tool_calls_to_json(const ag_tool_call *calls, size_t n);
-AG_MUST_CHECK int ag_tool_calls_from_json(const char *json, ag_tool_call **calls, size_t *n);
+char *ag_tool_calls_to_json(const ag_llm_tool_call *calls, size_t n);
+AG_MUST_CHECK int ag_tool_calls_from_json(const char *json, ag_llm_tool_call **calls, size_t *n);
 
 typedef struct ag_tool_def {
   const char *name;

@@ -16,7 +16,7 @@ int ag_role_parse(const char *name) {
   return -1;
 }
 
-void ag_tool_call_deinit(ag_tool_call *tc) {
+void ag_tool_call_deinit(ag_llm_tool_call *tc) {
   free(tc->id);
   free(tc->name);
   free(tc->arguments);
@@ -52,8 +52,8 @@ int ag_msg_copy(ag_msg *dst, const ag_msg *src) {
     if (!dst->tool_calls) goto fail;
     dst->n_tool_calls = src->n_tool_calls;
     for (size_t i = 0; i < src->n_tool_calls; i++) {
-      const ag_tool_call *s = &src->tool_calls[i];
-      ag_tool_call *d = &dst->tool_calls[i];
+      const ag_llm_tool_call *s = &src->tool_calls[i];
+      ag_llm_tool_call *d = &dst->tool_calls[i];
       if (dup_opt(&d->id, s->id) < 0 || dup_opt(&d->name, s->name) < 0 || dup_opt(&d->arguments, s->arguments) < 0)
         goto fail;
     }
@@ -64,7 +64,7 @@ fail:
   return AG_ENOMEM;
 }
 
-static ag_json *tool_call_json(const ag_tool_call *call) {
+static ag_json *tool_call_json(const ag_llm_tool_call *call) {
   ag_json *tc = ag_json_object_new(), *fn = ag_json_object_new();
   if (!tc || !fn || ag_json_set_take(fn, "name", ag_json_string_new(call->name)) < 0 ||
       ag_json_set_take(fn, "arguments", ag_json_string_new(call->arguments ? call->arguments : "{}")) < 0 ||
@@ -81,7 +81,7 @@ static ag_json *tool_call_json(const ag_tool_call *call) {
   return tc;
 }
 
-char *ag_tool_calls_to_json(const ag_tool_call *calls, size_t n) {
+char *ag_tool_calls_to_json(const ag_llm_tool_call *calls, size_t n) {
   ag_json *arr = ag_json_array_new();
   if (!arr) return NULL;
   for (size_t i = 0; i < n; i++) {
@@ -95,7 +95,7 @@ char *ag_tool_calls_to_json(const ag_tool_call *calls, size_t n) {
   return s;
 }
 
-int ag_tool_calls_from_json(const char *json, ag_tool_call **calls, size_t *n) {
+int ag_tool_calls_from_json(const char *json, ag_llm_tool_call **calls, size_t *n) {
   *calls = NULL;
   *n = 0;
   ag_json *arr = ag_json_parse(json, strlen(json), NULL, 0);
@@ -104,7 +104,7 @@ int ag_tool_calls_from_json(const char *json, ag_tool_call **calls, size_t *n) {
     return AG_EINVAL;
   }
   size_t cnt = ag_json_len(arr);
-  ag_tool_call *out = cnt ? calloc(cnt, sizeof *out) : NULL;
+  ag_llm_tool_call *out = cnt ? calloc(cnt, sizeof *out) : NULL;
   if (cnt && !out) {
     ag_json_free(arr);
     return AG_ENOMEM;

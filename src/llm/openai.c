@@ -164,7 +164,7 @@ static int build_message(const ag_msg *m, ag_json *msgs) {
     ag_json *arr = add_arr(o, "tool_calls");
     if (!arr) return AG_ENOMEM;
     for (size_t i = 0; i < m->n_tool_calls; i++) {
-      const ag_tool_call *tc = &m->tool_calls[i];
+      const ag_llm_tool_call *tc = &m->tool_calls[i];
       ag_json *t = add_obj(arr, NULL), *fn = t ? add_obj(t, "function") : NULL;
       if (!fn || set_str(t, "id", tc->id ? tc->id : "") < 0 || set_str(t, "type", "function") < 0 ||
           set_str(fn, "name", tc->name ? tc->name : "") < 0 ||
@@ -332,7 +332,7 @@ int ag__openai_parse_response(const char *body, size_t len, ag_chat_result **out
   if (n && !(r->message.tool_calls = calloc(n, sizeof *r->message.tool_calls))) goto fail;
   for (size_t i = 0; i < n; i++) {
     ag_json *tc = ag_json_at(calls, i), *fn = ag_json_get(tc, "function");
-    ag_tool_call *d = &r->message.tool_calls[i];
+    ag_llm_tool_call *d = &r->message.tool_calls[i];
     r->message.n_tool_calls = i + 1;
     const char *name = ag_json_get_str(fn, "name");
     d->id = make_call_id(ag_json_get_str(tc, "id"), i);
@@ -553,7 +553,7 @@ int ag__openai_stream_finish(ag__openai_stream *s, ag_chat_result **out) {
   for (size_t i = 0, k = 0; i < s->n_tools; i++) {
     ag__openai_tool_acc *acc = &s->tools[i];
     if (!acc->used) continue;
-    ag_tool_call *d = &r->message.tool_calls[k++];
+    ag_llm_tool_call *d = &r->message.tool_calls[k++];
     r->message.n_tool_calls = k;
     d->id = make_call_id(acc->id, i);
     d->name = ag_strdup(acc->name ? acc->name : "");

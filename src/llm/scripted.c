@@ -264,7 +264,7 @@ static void on_timer(uv_timer_t *t) {
   while (call->pos + n < call->len && ((unsigned char)call->text[call->pos + n] & 0xC0) == 0x80)
     n++;
   if (call->is_tool) {
-    const ag_tool_call *tc = &call->result->message.tool_calls[0];
+    const ag_llm_tool_call *tc = &call->result->message.tool_calls[0];
     call->cbs.on_tool_call_delta(0, call->step == 0 ? tc->id : NULL, call->step == 0 ? tc->name : NULL,
                                  call->text + call->pos, n, call->cbs.ud);
   } else {

@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t content = res->message.content ? strlen(res->message.content) : 0, args = 0;
     if (content > s.content) abort();
     for (size_t i = 0; i < res->message.n_tool_calls; i++) {
-      ag_tool_call *tc = &res->message.tool_calls[i];
+      ag_llm_tool_call *tc = &res->message.tool_calls[i];
       if (!tc->id || !tc->name || !tc->arguments) abort();
       args += strlen(tc->arguments);
     }

@@ -17,11 +17,14 @@
 #include "base/buf.h"
 #include "llm/llm.h"
 #include "store/db.h"
+#include "tools/registry.h"
 #include "store/store.h"
 
 typedef struct fixture {
   uv_loop_t loop;
   char dir[64];
+  ag_tool_env tool_env;
+  ag_tool_registry *tools;
   ag_store *store;
   ag_llm_provider *provider;
   ag_template_set *templates;
@@ -169,7 +172,15 @@ static int setup_with(void **state, bool stubborn) {
   assert_int_equal(ag_template_set_add_take(f->templates, make_template("tc", AG_KIND_TOOL_CALLING, 0)), 0);
   assert_int_equal(ag_template_set_add_take(f->templates, make_template("stc", AG_KIND_SGR_TOOL_CALLING, 0)), 0);
   assert_int_equal(ag_template_set_add_take(f->templates, make_template("capped", AG_KIND_TOOL_CALLING, 3)), 0);
-  ag_runtime_config rc = {&f->loop, f->provider, f->store, f->templates, "test-model", true};
+  f->tool_env = (ag_tool_env){.loop = &f->loop, .timeout_ms = 10000, .max_output = 1 << 20};
+  assert_int_equal(ag_tool_registry_new(&f->tool_env, &f->tools), 0);
+  ag_runtime_config rc = {.loop = &f->loop,
+                          .provider = f->provider,
+                          .store = f->store,
+                          .templates = f->templates,
+                          .tools = f->tools,
+                          .default_model = "test-model",
+                          .stream_upstream = true};
   assert_int_equal(ag_runtime_new(&rc, &f->rt), 0);
   *state = f;
   return 0;
@@ -181,6 +192,7 @@ static int teardown(void **state) {
   fixture *f = *state;
   assert_int_equal(ag_runtime_active(f->rt), 0);
   ag_runtime_free(f->rt);
+  ag_tool_registry_close(f->tools, NULL, NULL);
   bool closed = false;
   ag_store_close(f->store, NULL, NULL);
   (void)closed;

@@ -522,7 +522,7 @@ static void test_request_body_structured_output(void **state) {
   (void)state;
   fx *f = fx_new(NULL);
   script_ok_stream(&f->s, "{}");
-  ag_tool_call tc = {"call_1", "lookup", "{\"q\":\"x\"}"};
+  ag_llm_tool_call tc = {"call_1", "lookup", "{\"q\":\"x\"}"};
   ag_msg msgs[4] = {
       {.role = AG_ROLE_SYSTEM, .content = "be brief"},
       {.role = AG_ROLE_USER, .content = "hi \xff there"}, /* invalid UTF-8 is replaced, not fatal */

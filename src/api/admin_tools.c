@@ -1,0 +1,553 @@
+/* The tool catalog's admin API: /admin/tools (list, create), /admin/tools/{id} (get, PATCH,
+ * DELETE), /admin/tools/{id}/activate and /deactivate. A definition is checked in full before it
+ * is stored (the registry compiles its input schema and its executor configuration, so a 400 says
+ * exactly which field is wrong), and every accepted change goes into the running registry at once:
+ * the next step of every session sees it (hot-load). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/api.h"
+#include "base/buf.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "net/http_server.h"
+#include "store/catalog.h"
+#include "tools/registry.h"
+
+#define MAX_DEF_BYTES (1u << 20)
+
+static void respond_json(ag_http_req *req, int status, ag_json *body) {
+  char *text = body ? ag_json_dumps(body) : NULL;
+  if (!text)
+    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
+  else
+    (void)ag_http_respond(req, status, "application/json", NULL, text, strlen(text));
+  free(text);
+  ag_json_free(body);
+}
+
+static void store_failed(ag_http_req *req, int err, const char *what) {
+  switch (err) {
+  case AG_ENOTFOUND: ag_api_error(req, 404, "invalid_request_error", "tool_not_found", NULL, "no such tool"); return;
+  case AG_EEXIST:
+    ag_api_error(req, 409, "invalid_request_error", "tool_exists", "name", "an active tool with this name exists");
+    return;
+  case AG_ESTATE:
+    ag_api_error(req, 409, "invalid_request_error", "version_conflict", "version",
+                 "the tool changed since that version was read (or it is deleted); read it again");
+    return;
+  case AG_EINVAL:
+    ag_api_error(req, 400, "invalid_request_error", "invalid_tool", NULL, "the database refused the definition");
+    return;
+  case AG_ECONNECT:
+  case AG_ETIMEDOUT:
+    ag_api_error(req, 503, "server_error", "storage_unavailable", NULL, "%s: the database is unreachable", what);
+    return;
+  default: ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what); return;
+  }
+}
+
+static ag_json *iso_time(int64_t unix_ms) {
+  if (!unix_ms) return ag_json_null_new();
+  time_t t = (time_t)(unix_ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  char b[96];
+  snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+           tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
+  return ag_json_string_new(b);
+}
+
+/* A stored JSON text as a JSON value (the catalog stores documents as text). */
+static ag_json *doc(const char *text) {
+  ag_json *j = text ? ag_json_parse(text, strlen(text), NULL, 0) : NULL;
+  return j ? j : ag_json_null_new();
+}
+
+static ag_json *tool_json(const ag_tool_rec *t) {
+  ag_json *o = ag_json_object_new(), *tags = ag_json_array_new();
+  int rc = o && tags ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < t->n_tags; i++)
+    rc = ag_json_push_take(tags, ag_json_string_new(t->tags[i]));
+  if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_int_new(t->id));
+  if (rc == 0) rc = ag_json_set_take(o, "name", ag_json_string_new(t->name));
+  if (rc == 0) rc = ag_json_set_take(o, "version", ag_json_int_new(t->version));
+  if (rc == 0) rc = ag_json_set_take(o, "description", ag_json_string_new(t->description ? t->description : ""));
+  if (rc == 0) rc = ag_json_set_take(o, "input_schema", doc(t->input_schema));
+  if (rc == 0) rc = ag_json_set_take(o, "executor", ag_json_string_new(t->executor));
+  if (rc == 0) rc = ag_json_set_take(o, "executor_config", doc(t->executor_config));
+  if (rc == 0) rc = ag_json_set_take(o, "risk", ag_json_string_new(t->risk ? t->risk : "low"));
+  if (rc == 0) {
+    rc = ag_json_set_take(o, "tags", tags);
+    tags = NULL;
+  }
+  if (rc == 0) rc = ag_json_set_take(o, "is_system", ag_json_bool_new(t->is_system));
+  if (rc == 0) rc = ag_json_set_take(o, "idempotent", ag_json_bool_new(t->idempotent));
+  if (rc == 0) rc = ag_json_set_take(o, "active", ag_json_bool_new(t->active));
+  if (rc == 0) rc = ag_json_set_take(o, "deleted", ag_json_bool_new(t->deleted_at != 0));
+  if (rc == 0) rc = ag_json_set_take(o, "deleted_at", iso_time(t->deleted_at));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(t->created_at));
+  if (rc == 0) rc = ag_json_set_take(o, "updated_at", iso_time(t->updated_at));
+  ag_json_free(tags);
+  if (rc < 0) {
+    ag_json_free(o);
+    return NULL;
+  }
+  return o;
+}
+
+/* ---- reading a definition from a request body ------------------------------------------------ */
+
+static const char *const known_fields[] = {"name", "description", "input_schema", "executor", "executor_config",
+                                           "risk", "tags",        "idempotent",   "active",   "version"};
+
+static bool known_field(const char *k) {
+  for (size_t i = 0; i < AG_ARRAY_LEN(known_fields); i++)
+    if (strcmp(k, known_fields[i]) == 0) return true;
+  return false;
+}
+
+static int set_text(char **dst, const char *v) {
+  char *p = ag_strdup(v);
+  if (v && !p) return AG_ENOMEM;
+  free(*dst);
+  *dst = p;
+  return 0;
+}
+
+/* Applies the fields present in `body` to `t` (a new definition, or the stored one for PATCH).
+ * On a bad field: AG_EINVAL, and *param / err say which and why. */
+static int apply_fields(const ag_json *body, ag_tool_rec *t, const char **param, char *err, size_t errlen) {
+  for (void *it = ag_json_iter(body); it; it = ag_json_iter_next(body, it)) {
+    const char *k = ag_json_iter_key(it);
+    if (!known_field(k)) {
+      *param = k;
+      snprintf(err, errlen, "%.64s: unknown field", k);
+      return AG_EINVAL;
+    }
+  }
+  const ag_json *v;
+  int rc = 0;
+#define WANT_STRING(key)                                                                                               \
+  if ((v = ag_json_get(body, key)) && !ag_json_is(v, AG_JSON_STRING)) {                                                \
+    *param = key;                                                                                                      \
+    snprintf(err, errlen, "%s: must be a string", key);                                                                \
+    return AG_EINVAL;                                                                                                  \
+  }
+  WANT_STRING("name")
+  if (v) rc = set_text(&t->name, ag_json_str(v));
+  WANT_STRING("description")
+  if (rc == 0 && v) rc = set_text(&t->description, ag_json_str(v));
+  WANT_STRING("executor")
+  if (rc == 0 && v) rc = set_text(&t->executor, ag_json_str(v));
+  WANT_STRING("risk")
+  if (rc == 0 && v) {
+    const char *r = ag_json_str(v);
+    if (strcmp(r, "low") && strcmp(r, "medium") && strcmp(r, "high") && strcmp(r, "critical")) {
+      *param = "risk";
+      snprintf(err, errlen, "risk: must be one of \"low\", \"medium\", \"high\", \"critical\"");
+      return AG_EINVAL;
+    }
+    rc = set_text(&t->risk, r);
+  }
+#undef WANT_STRING
+  static const char *const docs[] = {"input_schema", "executor_config"};
+  for (size_t d = 0; rc == 0 && d < 2; d++) {
+    if (!(v = ag_json_get(body, docs[d]))) continue;
+    if (!ag_json_is(v, AG_JSON_OBJECT)) {
+      *param = docs[d];
+      snprintf(err, errlen, "%s: must be a JSON object", docs[d]);
+      return AG_EINVAL;
+    }
+    char *text = ag_json_dumps(v);
+    if (!text) return AG_ENOMEM;
+    free(d == 0 ? t->input_schema : t->executor_config);
+    *(d == 0 ? &t->input_schema : &t->executor_config) = text;
+  }
+  static const char *const flags[] = {"idempotent", "active"};
+  for (size_t f = 0; rc == 0 && f < 2; f++) {
+    if (!(v = ag_json_get(body, flags[f]))) continue;
+    if (!ag_json_is(v, AG_JSON_BOOL)) {
+      *param = flags[f];
+      snprintf(err, errlen, "%s: must be true or false", flags[f]);
+      return AG_EINVAL;
+    }
+    *(f == 0 ? &t->idempotent : &t->active) = ag_json_bool(v);
+  }
+  if (rc == 0 && (v = ag_json_get(body, "tags"))) {
+    if (!ag_json_is(v, AG_JSON_ARRAY) || ag_json_len(v) > AG_CATALOG_MAX_TAGS) {
+      *param = "tags";
+      snprintf(err, errlen, "tags: must be an array of at most %d strings", AG_CATALOG_MAX_TAGS);
+      return AG_EINVAL;
+    }
+    for (size_t i = 0; i < t->n_tags; i++)
+      free(t->tags[i]);
+    free(t->tags);
+    t->tags = NULL;
+    t->n_tags = 0;
+    size_t n = ag_json_len(v);
+    if (n && !(t->tags = calloc(n, sizeof *t->tags))) return AG_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+      const char *tag = ag_json_str(ag_json_at(v, i));
+      if (!tag || !tag[0] || strlen(tag) > 64) {
+        *param = "tags";
+        snprintf(err, errlen, "tags[%zu]: must be a string of 1 to 64 characters", i);
+        return AG_EINVAL;
+      }
+      if (!(t->tags[t->n_tags] = ag_strdup(tag))) return AG_ENOMEM;
+      t->n_tags++;
+    }
+  }
+  return rc;
+}
+
+static ag_json *parse_body(ag_http_req *req) {
+  ag_slice b = ag_http_req_body(req);
+  if (b.len > MAX_DEF_BYTES) {
+    ag_api_error(req, 413, "invalid_request_error", "body_too_large", NULL, "a tool definition is at most %u bytes",
+                 MAX_DEF_BYTES);
+    return NULL;
+  }
+  char perr[160] = "";
+  ag_json *j = ag_json_parse(b.ptr, b.len, perr, sizeof perr);
+  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_json", NULL, "the body must be a JSON object%s%s",
+                 perr[0] ? ": " : "", perr);
+    ag_json_free(j);
+    return NULL;
+  }
+  return j;
+}
+
+/* ---- operations -------------------------------------------------------------------------------- */
+
+typedef struct op {
+  ag_api_ctx *ctx;
+  ag_http_req *req;
+  int status; /* for the success response */
+  int64_t id;
+  ag_json *patch; /* PATCH: the body, applied to the stored row */
+  int expected_version;
+} op;
+
+static op *op_new(ag_api_ctx *ctx, ag_http_req *req, int status) {
+  op *o = calloc(1, sizeof *o);
+  if (!o) {
+    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
+    return NULL;
+  }
+  *o = (op){.ctx = ctx, .req = req, .status = status};
+  return o;
+}
+
+static void op_free(op *o) {
+  ag_json_free(o->patch);
+  free(o);
+}
+
+/* A stored row came back: put it into the registry (hot-load) and answer with it. */
+static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not store the tool");
+  } else {
+    char why[512] = "";
+    if (ag_tool_registry_put(o->ctx->tools, t, why, sizeof why) < 0)
+      /* Checked before it was stored, so only memory can fail here; the row is stored and the
+       * next start loads it. */
+      ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
+    respond_json(o->req, o->status, tool_json(t));
+  }
+  ag_tool_rec_free(t);
+  op_free(o);
+}
+
+static bool check_def(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_rec *t) {
+  char why[512] = "";
+  if (ag_tool_registry_check(ctx->tools, t, why, sizeof why) == 0) return true;
+  /* The field is the text before the first ':' or '.' ("executor_config.url: ..."). */
+  char param[64];
+  size_t k = strcspn(why, ":.[");
+  snprintf(param, sizeof param, "%.*s", (int)(k < sizeof param ? k : sizeof param - 1), why);
+  ag_api_error(req, 400, "invalid_request_error", "invalid_tool", param, "%s", why);
+  return false;
+}
+
+static void create_tool(ag_api_ctx *ctx, ag_http_req *req) {
+  ag_json *body = parse_body(req);
+  if (!body) return;
+  ag_tool_rec t = {.active = true};
+  const char *param = NULL;
+  char why[512] = "";
+  int rc = apply_fields(body, &t, &param, why, sizeof why);
+  if (rc == 0) {
+    static const char *const required[] = {"name", "input_schema", "executor"};
+    for (size_t i = 0; i < AG_ARRAY_LEN(required); i++) {
+      if (ag_json_get(body, required[i])) continue;
+      param = required[i];
+      snprintf(why, sizeof why, "%s: required", required[i]);
+      rc = AG_EINVAL;
+      break;
+    }
+  }
+  /* param may point into the body: the body goes after the answer. */
+  if (rc == AG_ENOMEM) {
+    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
+  } else if (rc < 0) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_tool", param, "%s", why);
+  } else if (check_def(ctx, req, &t)) {
+    op *o = op_new(ctx, req, 201);
+    if (o && (rc = ag_store_tool_create(ctx->store, &t, on_tool_written, o)) < 0) {
+      store_failed(req, rc, "could not store the tool");
+      op_free(o);
+    }
+  }
+  ag_json_free(body);
+  ag_tool_rec_deinit(&t);
+}
+
+static void on_tool_read(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0)
+    store_failed(o->req, err, "could not read the tool");
+  else
+    respond_json(o->req, 200, tool_json(t));
+  ag_tool_rec_free(t);
+  op_free(o);
+}
+
+/* PATCH: the stored row, with the body's fields over it, checked and written back at the version
+ * that was read (or the one the client names), so concurrent edits do not overwrite each other. */
+static void on_patch_base(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not read the tool");
+    goto done;
+  }
+  if (t->is_system) {
+    ag_api_error(o->req, 403, "invalid_request_error", "system_tool", NULL, "system tools cannot be changed");
+    goto done;
+  }
+  const char *param = NULL;
+  char why[512] = "";
+  int rc = apply_fields(o->patch, t, &param, why, sizeof why);
+  if (rc == AG_ENOMEM) {
+    ag_api_error(o->req, 500, "server_error", NULL, NULL, "out of memory");
+    goto done;
+  }
+  if (rc < 0) {
+    ag_api_error(o->req, 400, "invalid_request_error", "invalid_tool", param, "%s", why);
+    goto done;
+  }
+  if (!check_def(o->ctx, o->req, t)) goto done;
+  int expected = o->expected_version ? o->expected_version : t->version;
+  o->status = 200;
+  /* A definition change only; activation has its own route (see patch_tool). */
+  rc = ag_store_tool_update(o->ctx->store, t, expected, on_tool_written, o);
+  if (rc < 0) {
+    store_failed(o->req, rc, "could not store the tool");
+    goto done;
+  }
+  ag_tool_rec_free(t);
+  return;
+done:
+  ag_tool_rec_free(t);
+  op_free(o);
+}
+
+static void patch_tool(ag_api_ctx *ctx, ag_http_req *req, int64_t id) {
+  ag_json *body = parse_body(req);
+  if (!body) return;
+  long long ver = 0;
+  const ag_json *v = ag_json_get(body, "version");
+  if (v && (!ag_json_get_int(body, "version", &ver) || ver < 1 || ver > INT32_MAX)) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_tool", "version", "version: must be a positive integer");
+    ag_json_free(body);
+    return;
+  }
+  if (ag_json_get(body, "active")) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_tool", "active",
+                 "active: use POST /admin/tools/{id}/activate or /deactivate");
+    ag_json_free(body);
+    return;
+  }
+  op *o = op_new(ctx, req, 200);
+  if (!o) {
+    ag_json_free(body);
+    return;
+  }
+  o->patch = body;
+  o->expected_version = (int)ver;
+  int rc = ag_store_tool_get(ctx->store, id, on_patch_base, o);
+  if (rc < 0) {
+    store_failed(req, rc, "could not read the tool");
+    op_free(o);
+  }
+}
+
+static void on_deleted(int err, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not delete the tool");
+    op_free(o);
+    return;
+  }
+  char body[96];
+  snprintf(body, sizeof body, "{\"id\":%lld,\"deleted\":true}", (long long)o->id);
+  (void)ag_http_respond(o->req, 200, "application/json", NULL, body, strlen(body));
+  op_free(o);
+}
+
+/* Delete: the registry forgets the tool first (so no new call starts), then the row is marked. */
+static void on_delete_base(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not read the tool");
+    ag_tool_rec_free(t);
+    op_free(o);
+    return;
+  }
+  if (t->is_system) {
+    ag_api_error(o->req, 403, "invalid_request_error", "system_tool", NULL, "system tools cannot be deleted");
+    ag_tool_rec_free(t);
+    op_free(o);
+    return;
+  }
+  if (t->active) ag_tool_registry_remove(o->ctx->tools, t->name);
+  ag_tool_rec_free(t);
+  int rc = ag_store_tool_delete(o->ctx->store, o->id, on_deleted, o);
+  if (rc < 0) {
+    store_failed(o->req, rc, "could not delete the tool");
+    op_free(o);
+  }
+}
+
+/* Activation checks the definition against this server first: a tool that cannot be loaded
+ * (an executor this server lacks) is not switched on. */
+static void on_activate_base(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not read the tool");
+  } else if (t->deleted_at) {
+    ag_api_error(o->req, 409, "invalid_request_error", "tool_deleted", NULL, "the tool is deleted");
+  } else if (check_def(o->ctx, o->req, t)) {
+    int rc = ag_store_tool_set_active(o->ctx->store, o->id, true, on_tool_written, o);
+    if (rc == 0) {
+      ag_tool_rec_free(t);
+      return;
+    }
+    store_failed(o->req, rc, "could not store the tool");
+  }
+  ag_tool_rec_free(t);
+  op_free(o);
+}
+
+static void list_tools(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_filter *f);
+
+void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest) {
+  ag_slice m = ag_http_req_method(req);
+  if (!ctx->tools) {
+    ag_api_error(req, 503, "server_error", "not_ready", NULL, "the tool registry is not available");
+    return;
+  }
+  if (!rest[0]) {
+    if (ag_slice_eq_cstr(m, "GET")) {
+      char tag[80] = "", exec[32] = "", active[8] = "", deleted[8] = "";
+      ag__api_query(req, "tag", tag, sizeof tag);
+      ag__api_query(req, "executor", exec, sizeof exec);
+      ag__api_query(req, "active", active, sizeof active);
+      ag__api_query(req, "include_deleted", deleted, sizeof deleted);
+      ag_tool_filter f = {.tag = tag[0] ? tag : NULL,
+                          .executor = exec[0] ? exec : NULL,
+                          .active = strcmp(active, "true") == 0    ? AG_TOOLS_ACTIVE
+                                    : strcmp(active, "false") == 0 ? AG_TOOLS_INACTIVE
+                                                                   : AG_TOOLS_ANY,
+                          .include_deleted = strcmp(deleted, "true") == 0,
+                          .limit = ag__api_query_num(req, "limit", 100, AG_CATALOG_PAGE_MAX),
+                          .offset = ag__api_query_num(req, "offset", 0, (size_t)1 << 40)};
+      list_tools(ctx, req, &f);
+    } else if (ag_slice_eq_cstr(m, "POST")) {
+      create_tool(ctx, req);
+    } else {
+      ag_api_error_h(req, 405, "Allow: GET, POST\r\n", "invalid_request_error", "method_not_allowed", NULL,
+                     "use GET or POST");
+    }
+    return;
+  }
+  char *end = NULL;
+  long long id = strtoll(rest, &end, 10);
+  if (id <= 0 || !end || (*end && *end != '/')) {
+    ag_api_error(req, 404, "invalid_request_error", "tool_not_found", NULL, "no such tool");
+    return;
+  }
+  const char *sub = *end == '/' ? end + 1 : "";
+  op *o = NULL;
+  int rc = 0;
+  if (!sub[0] && ag_slice_eq_cstr(m, "GET")) {
+    if ((o = op_new(ctx, req, 200))) rc = ag_store_tool_get(ctx->store, id, on_tool_read, o);
+  } else if (!sub[0] && ag_slice_eq_cstr(m, "PATCH")) {
+    patch_tool(ctx, req, id);
+    return;
+  } else if (!sub[0] && ag_slice_eq_cstr(m, "DELETE")) {
+    if ((o = op_new(ctx, req, 200))) {
+      o->id = id;
+      rc = ag_store_tool_get(ctx->store, id, on_delete_base, o);
+    }
+  } else if (!sub[0]) {
+    ag_api_error_h(req, 405, "Allow: GET, PATCH, DELETE\r\n", "invalid_request_error", "method_not_allowed", NULL,
+                   "use GET, PATCH or DELETE");
+    return;
+  } else if (strcmp(sub, "activate") == 0 || strcmp(sub, "deactivate") == 0) {
+    if (!ag_slice_eq_cstr(m, "POST")) {
+      ag_api_error_h(req, 405, "Allow: POST\r\n", "invalid_request_error", "method_not_allowed", NULL, "use POST");
+      return;
+    }
+    if ((o = op_new(ctx, req, 200))) {
+      o->id = id;
+      rc = sub[0] == 'a' ? ag_store_tool_get(ctx->store, id, on_activate_base, o)
+                         : ag_store_tool_set_active(ctx->store, id, false, on_tool_written, o);
+    }
+  } else {
+    ag_api_error(req, 404, "invalid_request_error", "not_found", NULL, "no such route");
+    return;
+  }
+  if (o && rc < 0) {
+    store_failed(req, rc, "could not reach the catalog");
+    op_free(o);
+  }
+}
+
+/* ---- GET /admin/tools ---------------------------------------------------------------------------- */
+
+static void on_listed(int err, ag_tool_rec *recs, size_t n, void *ud) {
+  ag_http_req *req = ud;
+  if (err < 0) {
+    store_failed(req, err, "could not list the tools");
+    return;
+  }
+  ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
+  int rc = root && arr ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    ag_json *t = tool_json(&recs[i]);
+    rc = t ? ag_json_push_take(arr, t) : AG_ENOMEM;
+  }
+  ag_tool_recs_free(recs, n);
+  if (rc == 0) rc = ag_json_set_take(root, "object", ag_json_string_new("list"));
+  if (rc == 0) {
+    rc = ag_json_set_take(root, "data", arr);
+    arr = NULL;
+  }
+  ag_json_free(arr);
+  if (rc < 0) {
+    ag_json_free(root);
+    root = NULL;
+  }
+  respond_json(req, 200, root);
+}
+
+static void list_tools(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_filter *f) {
+  int rc = ag_store_tool_list(ctx->store, f, on_listed, req);
+  if (rc < 0) store_failed(req, rc, "could not list the tools");
+}

@@ -1,0 +1,316 @@
+/* The tool registry (see registry.h).
+ *
+ * Built-ins are the static descriptors of tools.c, found by ag_tools_find(); they carry no entry.
+ * A catalog tool is an entry: a descriptor with its own copies of the strings, the executor that
+ * runs it and that executor's compiled configuration, and a reference count (one for being
+ * installed, one per holder). Replacing or removing a catalog tool drops the installed reference;
+ * the entry goes when the last holder releases it. */
+#include "tools/registry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/json.h"
+#include "base/log.h"
+#include "base/map.h"
+#include "store/catalog.h"
+
+#define MAX_EXECUTORS 16
+#define MAX_NAME 64
+
+typedef struct entry {
+  ag_tool tool; /* first: an ag_tool * of a catalog tool converts to its entry */
+  int refs;
+  int version;
+  int64_t catalog_id;
+  char *kind;
+  ag_executor *ex;
+  void *compiled;
+} entry;
+
+struct ag_tool_registry {
+  const ag_tool_env *env;
+  ag_executor *executors[MAX_EXECUTORS];
+  size_t n_executors;
+  ag_map catalog; /* normalized name -> entry */
+  size_t closing; /* executors still closing */
+  void (*close_done)(void *ud);
+  void *close_ud;
+};
+
+static bool is_builtin(const ag_tool *t) {
+  size_t n;
+  const ag_tool *all = ag_tools_all(&n);
+  return t >= all && t < all + n;
+}
+
+static void entry_free(entry *e) {
+  if (e->ex && e->compiled) e->ex->vt->release(e->ex, e->compiled);
+  free((char *)e->tool.name);
+  free((char *)e->tool.description);
+  free((char *)e->tool.parameters);
+  free(e->kind);
+  free(e);
+}
+
+void ag_tool_hold(const ag_tool *t) {
+  if (t && !is_builtin(t)) ((entry *)t)->refs++;
+}
+
+void ag_tool_release(const ag_tool *t) {
+  if (!t || is_builtin(t)) return;
+  entry *e = (entry *)t;
+  if (--e->refs == 0) entry_free(e);
+}
+
+int ag_tool_version(const ag_tool *t) { return t && !is_builtin(t) ? ((const entry *)t)->version : 0; }
+
+const char *ag_tool_executor_kind(const ag_tool *t) {
+  if (!t) return NULL;
+  return is_builtin(t) ? "builtin" : ((const entry *)t)->kind;
+}
+
+int ag_tool_registry_new(const ag_tool_env *env, ag_tool_registry **out) {
+  *out = NULL;
+  ag_tool_registry *reg = calloc(1, sizeof *reg);
+  if (!reg) return AG_ENOMEM;
+  reg->env = env;
+  ag_map_init(&reg->catalog);
+  ag_executor *b = NULL;
+  int rc = ag_exec_builtin_new(env, &b);
+  if (rc == 0) rc = ag_tool_registry_add_executor(reg, b);
+  if (rc < 0) {
+    ag_map_deinit(&reg->catalog);
+    free(reg);
+    return rc;
+  }
+  *out = reg;
+  return 0;
+}
+
+ag_executor *ag_tool_registry_executor(const ag_tool_registry *reg, const char *kind) {
+  for (size_t i = 0; kind && i < reg->n_executors; i++)
+    if (strcmp(reg->executors[i]->vt->kind, kind) == 0) return reg->executors[i];
+  return NULL;
+}
+
+static void on_orphan_closed(void *ud) { (void)ud; }
+
+int ag_tool_registry_add_executor(ag_tool_registry *reg, ag_executor *ex) {
+  if (!ex) return AG_EINVAL;
+  int rc = 0;
+  if (ag_tool_registry_executor(reg, ex->vt->kind))
+    rc = AG_EEXIST;
+  else if (reg->n_executors == MAX_EXECUTORS)
+    rc = AG_ETOOBIG;
+  if (rc < 0) {
+    ex->vt->close(ex, on_orphan_closed, NULL);
+    return rc;
+  }
+  reg->executors[reg->n_executors++] = ex;
+  return 0;
+}
+
+/* Catalog names are what the model calls: letters, digits, '_' and '-', as OpenAI requires. */
+static int check_name(const char *name, char *err, size_t errlen) {
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n > MAX_NAME) {
+    snprintf(err, errlen, "name: must be 1 to %d characters", MAX_NAME);
+    return AG_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+      snprintf(err, errlen, "name: only letters, digits, '_' and '-' are allowed (got '%c' at %zu)", c, i);
+      return AG_EINVAL;
+    }
+  }
+  if (ag_tools_find(name)) {
+    snprintf(err, errlen, "name: \"%s\" is a built-in tool's name", name);
+    return AG_EINVAL;
+  }
+  return 0;
+}
+
+/* The input schema must describe an object (a tool's arguments are a JSON object). */
+static int check_schema(const char *schema, char *err, size_t errlen) {
+  ag_json *j = schema ? ag_json_parse(schema, strlen(schema), NULL, 0) : NULL;
+  int rc = 0;
+  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
+    snprintf(err, errlen, "input_schema: must be a JSON Schema object");
+    rc = AG_EINVAL;
+  } else {
+    const char *type = ag_json_get_str(j, "type");
+    if (!type || strcmp(type, "object") != 0) {
+      snprintf(err, errlen, "input_schema.type: must be \"object\" (a tool's arguments are a JSON object)");
+      rc = AG_EINVAL;
+    }
+  }
+  ag_json_free(j);
+  return rc;
+}
+
+/* Compiles everything a row needs; on success *ex_out and *compiled are set. */
+static int compile_rec(ag_tool_registry *reg, const ag_tool_rec *rec, ag_executor **ex_out, void **compiled, char *err,
+                       size_t errlen) {
+  *ex_out = NULL;
+  *compiled = NULL;
+  int rc = check_name(rec->name, err, errlen);
+  if (rc == 0) rc = check_schema(rec->input_schema, err, errlen);
+  if (rc < 0) return rc;
+  ag_executor *ex = ag_tool_registry_executor(reg, rec->executor);
+  if (!ex) {
+    snprintf(err, errlen, "executor: \"%s\" is not an executor this server runs",
+             rec->executor ? rec->executor : "(none)");
+    return AG_EINVAL;
+  }
+  char cerr[512] = "";
+  rc = ex->vt->compile(ex, rec->executor_config ? rec->executor_config : "{}", compiled, cerr, sizeof cerr);
+  if (rc < 0) {
+    snprintf(err, errlen, "%s", cerr[0] ? cerr : "executor_config: invalid");
+    return rc;
+  }
+  *ex_out = ex;
+  return 0;
+}
+
+int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen) {
+  if (!rec) return AG_EINVAL;
+  ag_executor *ex;
+  void *compiled;
+  int rc = compile_rec(reg, rec, &ex, &compiled, err, errlen);
+  if (rc == 0) ex->vt->release(ex, compiled);
+  return rc;
+}
+
+static void drop_installed(ag_tool_registry *reg, const char *key) {
+  entry *old = ag_map_del(&reg->catalog, key);
+  if (old) ag_tool_release(&old->tool);
+}
+
+int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen) {
+  if (!rec || !rec->name) return AG_EINVAL;
+  char key[128];
+  ag_tools_normalize(rec->name, key, sizeof key);
+  if (!rec->active || rec->deleted_at) {
+    drop_installed(reg, key);
+    return 0;
+  }
+  ag_executor *ex;
+  void *compiled;
+  int rc = compile_rec(reg, rec, &ex, &compiled, err, errlen);
+  if (rc < 0) return rc;
+  entry *e = calloc(1, sizeof *e);
+  if (!e) {
+    ex->vt->release(ex, compiled);
+    return AG_ENOMEM;
+  }
+  e->ex = ex;
+  e->compiled = compiled;
+  e->refs = 1;
+  e->version = rec->version;
+  e->catalog_id = rec->id;
+  e->tool.name = ag_strdup(rec->name);
+  e->tool.description = ag_strdup(rec->description ? rec->description : "");
+  e->tool.parameters = ag_strdup(rec->input_schema);
+  e->tool.role = AG_TOOL_PLAIN;
+  e->tool.idempotent = rec->idempotent;
+  for (size_t i = 0; i < rec->n_tags; i++)
+    if (rec->tags[i] && strcmp(rec->tags[i], "search") == 0) e->tool.is_search = true;
+  e->kind = ag_strdup(rec->executor);
+  if (!e->tool.name || !e->tool.description || !e->tool.parameters || !e->kind) {
+    entry_free(e);
+    return AG_ENOMEM;
+  }
+  drop_installed(reg, key);
+  if (ag_map_put(&reg->catalog, key, e) < 0) {
+    entry_free(e);
+    return AG_ENOMEM;
+  }
+  ag_log_debug(NULL, "tools: %s v%d (%s) installed", rec->name, rec->version, rec->executor);
+  return 0;
+}
+
+void ag_tool_registry_remove(ag_tool_registry *reg, const char *name) {
+  if (!name) return;
+  char key[128];
+  ag_tools_normalize(name, key, sizeof key);
+  drop_installed(reg, key);
+}
+
+size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg) { return reg->catalog.len; }
+
+const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *name) {
+  if (!name) return NULL;
+  const ag_tool *t = ag_tools_find(name);
+  if (t || !reg) return t;
+  char key[128];
+  ag_tools_normalize(name, key, sizeof key);
+  entry *e = ag_map_get(&reg->catalog, key);
+  return e ? &e->tool : NULL;
+}
+
+int ag_tool_validate_args(const ag_tool *t, const char *args, char *err, size_t errlen) {
+  (void)t;
+  ag_json *j = args ? ag_json_parse(args, strlen(args), NULL, 0) : NULL;
+  int rc = 0;
+  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
+    snprintf(err, errlen, "the arguments must be a JSON object");
+    rc = AG_EINVAL;
+  }
+  ag_json_free(j);
+  return rc;
+}
+
+int ag_tool_registry_call(ag_tool_registry *reg, const ag_tool *t, ag_tool_call *call, ag_tool_done_fn cb, void *ud,
+                          ag_tool_job **job) {
+  if (!t || !call || !cb) return AG_EINVAL;
+  ag_executor *ex;
+  if (is_builtin(t)) {
+    ex = ag_tool_registry_executor(reg, "builtin");
+    call->compiled = t;
+  } else {
+    ex = ((const entry *)t)->ex;
+    call->compiled = ((const entry *)t)->compiled;
+  }
+  if (!ex) return AG_EINVAL;
+  if (!call->timeout_ms) call->timeout_ms = reg->env->timeout_ms;
+  if (!call->max_output) call->max_output = reg->env->max_output;
+  return ex->vt->start(ex, call, cb, ud, job);
+}
+
+void ag_tool_registry_cancel(ag_tool_registry *reg, const ag_tool *t, ag_tool_job *job) {
+  if (!t || !job) return;
+  ag_executor *ex = is_builtin(t) ? ag_tool_registry_executor(reg, "builtin") : ((const entry *)t)->ex;
+  if (ex) ex->vt->cancel(ex, job);
+}
+
+static void on_executor_closed(void *ud) {
+  ag_tool_registry *reg = ud;
+  if (--reg->closing) return;
+  void (*done)(void *) = reg->close_done;
+  void *cud = reg->close_ud;
+  free(reg);
+  if (done) done(cud);
+}
+
+void ag_tool_registry_close(ag_tool_registry *reg, void (*done)(void *ud), void *ud) {
+  if (!reg) return;
+  /* Entries first: their compiled configurations belong to the executors. */
+  size_t pos = 0;
+  const char *key;
+  entry *e;
+  while ((e = ag_map_next(&reg->catalog, &pos, &key)) != NULL) {
+    if (e->refs > 1) ag_log_error(NULL, "tools: %s still held at close", e->tool.name);
+    ag_tool_release(&e->tool);
+  }
+  ag_map_deinit(&reg->catalog);
+  reg->close_done = done;
+  reg->close_ud = ud;
+  reg->closing = reg->n_executors;
+  size_t n = reg->n_executors;
+  reg->n_executors = 0;
+  for (size_t i = 0; i < n; i++)
+    reg->executors[i]->vt->close(reg->executors[i], on_executor_closed, reg);
+}

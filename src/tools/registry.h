@@ -1,0 +1,76 @@
+/* The tool registry: every tool an agent can call right now, by name. The system tools and the
+ * built-ins are always there; catalog tools (rows of the store's `tools` table, store/catalog.h)
+ * come and go at runtime: ag_tool_registry_put() installs or replaces one, compiled once (its
+ * executor configuration and its input schema), and the next step of every session sees it
+ * (hot-load); a deactivated or deleted tool is removed the same way.
+ *
+ * A tool handed out by ag_tool_registry_find() is valid until the registry changes. A session
+ * that keeps one across a callback (a call in flight) holds it: ag_tool_hold / ag_tool_release;
+ * a replaced or removed tool lives on until its last holder lets go, so a call never loses the
+ * definition it started with. Loop thread only. */
+#ifndef AG_TOOLS_REGISTRY_H
+#define AG_TOOLS_REGISTRY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+#include "tools/executor.h"
+#include "tools/tools.h"
+
+typedef struct ag_tool_registry ag_tool_registry;
+typedef struct ag_tool_rec ag_tool_rec;
+
+/* A registry with the system and built-in tools, running calls with executors made from env
+ * (borrowed; must outlive the registry). */
+AG_MUST_CHECK int ag_tool_registry_new(const ag_tool_env *env, ag_tool_registry **out);
+/* Adds the executor for one kind (takes ownership, also on failure). AG_EEXIST if the kind has
+ * one already. */
+AG_MUST_CHECK int ag_tool_registry_add_executor(ag_tool_registry *reg, ag_executor *ex);
+/* The executor of a kind, or NULL (borrowed). */
+ag_executor *ag_tool_registry_executor(const ag_tool_registry *reg, const char *kind);
+
+/* Checks a catalog definition without installing it: the name (not a built-in's, the allowed
+ * characters), the input schema (a valid JSON Schema of an object), the executor kind (one this
+ * server runs) and its configuration. err names the field and says what is wrong. */
+AG_MUST_CHECK int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen);
+/* Installs or replaces the tool of rec->name from a catalog row (borrowed); an inactive or
+ * deleted row removes it instead. Fails like check() and then changes nothing. */
+AG_MUST_CHECK int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen);
+/* Removes the catalog tool of that name, if any. */
+void ag_tool_registry_remove(ag_tool_registry *reg, const char *name);
+/* Catalog tools installed now. */
+size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg);
+
+/* A tool by any accepted spelling (see ag_tools_find), or NULL. Built-ins win over catalog
+ * tools, which cannot take their names. */
+const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *name);
+
+/* Catalog facts about a tool: its catalog version (0 for built-ins) and executor kind. */
+int ag_tool_version(const ag_tool *t);
+const char *ag_tool_executor_kind(const ag_tool *t);
+
+void ag_tool_hold(const ag_tool *t);
+void ag_tool_release(const ag_tool *t);
+
+/* Checks a call's arguments (a JSON text) against the tool's input schema; err says what is
+ * wrong, for the model. */
+AG_MUST_CHECK int ag_tool_validate_args(const ag_tool *t, const char *args, char *err, size_t errlen);
+
+/* Runs a plain tool (see executor.h for the contract; call->compiled is filled in here). The
+ * caller holds `t` until the callback. */
+AG_MUST_CHECK int ag_tool_registry_call(ag_tool_registry *reg, const ag_tool *t, ag_tool_call *call, ag_tool_done_fn cb,
+                                        void *ud, ag_tool_job **job);
+void ag_tool_registry_cancel(ag_tool_registry *reg, const ag_tool *t, ag_tool_job *job);
+
+/* Closes every executor (their calls end with AG_ECANCELED) and frees the registry once they
+ * are closed and no tool is held; done(ud) from the loop. */
+void ag_tool_registry_close(ag_tool_registry *reg, void (*done)(void *ud), void *ud);
+
+/* The built-in executor (kind "builtin"): runs the synchronous built-in tools (tools.h) and
+ * delivers their results on the next loop turn. A catalog tool of kind "builtin" names the
+ * built-in it runs in its configuration: {"function": "current_time"}. */
+AG_MUST_CHECK int ag_exec_builtin_new(const ag_tool_env *env, ag_executor **out);
+
+#endif
