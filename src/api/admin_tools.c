@@ -424,6 +424,24 @@ static void on_delete_base(int err, ag_tool_rec *t, void *ud) {
   }
 }
 
+static void on_deactivate_base(int err, ag_tool_rec *t, void *ud) {
+  op *o = ud;
+  if (err < 0) {
+    store_failed(o->req, err, "could not read the tool");
+  } else if (t->is_system) {
+    ag_api_error(o->req, 403, "invalid_request_error", "system_tool", NULL, "system tools cannot be switched off");
+  } else {
+    int rc = ag_store_tool_set_active(o->ctx->store, o->id, false, on_tool_written, o);
+    if (rc == 0) {
+      ag_tool_rec_free(t);
+      return;
+    }
+    store_failed(o->req, rc, "could not store the tool");
+  }
+  ag_tool_rec_free(t);
+  op_free(o);
+}
+
 /* Activation checks the definition against this server first: a tool that cannot be loaded
  * (an executor this server lacks) is not switched on. */
 static void on_activate_base(int err, ag_tool_rec *t, void *ud) {
@@ -432,6 +450,8 @@ static void on_activate_base(int err, ag_tool_rec *t, void *ud) {
     store_failed(o->req, err, "could not read the tool");
   } else if (t->deleted_at) {
     ag_api_error(o->req, 409, "invalid_request_error", "tool_deleted", NULL, "the tool is deleted");
+  } else if (t->is_system) {
+    respond_json(o->req, 200, tool_json(t)); /* always on */
   } else if (check_def(o->ctx, o->req, t)) {
     int rc = ag_store_tool_set_active(o->ctx->store, o->id, true, on_tool_written, o);
     if (rc == 0) {
@@ -506,8 +526,7 @@ void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest) {
     }
     if ((o = op_new(ctx, req, 200))) {
       o->id = id;
-      rc = sub[0] == 'a' ? ag_store_tool_get(ctx->store, id, on_activate_base, o)
-                         : ag_store_tool_set_active(ctx->store, id, false, on_tool_written, o);
+      rc = ag_store_tool_get(ctx->store, id, sub[0] == 'a' ? on_activate_base : on_deactivate_base, o);
     }
   } else {
     ag_api_error(req, 404, "invalid_request_error", "not_found", NULL, "no such route");

@@ -279,6 +279,70 @@ static int load_catalog_page(catalog_load *cl) {
   return ag_store_tool_list(cl->srv->store, &f, on_catalog_page, cl);
 }
 
+/* Every built-in has a row in the catalog (is_system), so that listings show it and template
+ * versions can link it; a missing row is created at start. */
+typedef struct seed {
+  ag_server *srv;
+  size_t next, pending;
+  int err;
+} seed;
+
+static void seed_next(seed *sd);
+
+static void on_seeded(int err, ag_tool_rec *t, void *ud) {
+  seed *sd = ud;
+  sd->pending--;
+  /* Another agentd on the same database may have created it a moment ago. */
+  if (err < 0 && err != AG_EEXIST) sd->err = err;
+  ag_tool_rec_free(t);
+  seed_next(sd);
+}
+
+static void on_seed_lookup(int err, ag_tool_rec *t, void *ud) {
+  seed *sd = ud;
+  sd->pending--;
+  size_t n;
+  const ag_tool *all = ag_tools_all(&n);
+  const ag_tool *b = &all[sd->next - 1];
+  if (err == AG_ENOTFOUND) {
+    char config[160];
+    snprintf(config, sizeof config, "{\"function\":\"%s\"}", b->name);
+    char *tags[1] = {(char *)(b->role == AG_TOOL_PLAIN ? "builtin" : "system")};
+    ag_tool_rec rec = {.name = (char *)b->name,
+                       .description = (char *)b->description,
+                       .input_schema = (char *)b->parameters,
+                       .executor = "builtin",
+                       .executor_config = config,
+                       .risk = "low",
+                       .is_system = true,
+                       .idempotent = b->idempotent,
+                       .active = true,
+                       .tags = tags,
+                       .n_tags = 1};
+    if (ag_store_tool_create(sd->srv->store, &rec, on_seeded, sd) == 0) {
+      sd->pending++;
+    } else {
+      sd->err = AG_EDB;
+    }
+  } else if (err < 0) {
+    sd->err = err;
+  } else {
+    seed_next(sd);
+  }
+  ag_tool_rec_free(t);
+}
+
+static void seed_next(seed *sd) {
+  size_t n;
+  const ag_tool *all = ag_tools_all(&n);
+  if (sd->err < 0 || sd->next >= n) return;
+  const ag_tool *b = &all[sd->next++];
+  if (ag_store_tool_get_by_name(sd->srv->store, b->name, on_seed_lookup, sd) == 0)
+    sd->pending++;
+  else
+    sd->err = AG_EDB;
+}
+
 /* The tool registry with its executors, and every active catalog tool in it, before the server
  * takes requests (start-up is synchronous by design). */
 static int open_tools(ag_server *srv) {
@@ -295,6 +359,14 @@ static int open_tools(ag_server *srv) {
   if (rc < 0) {
     ag_log_error(NULL, "cannot create the tool registry: %s", ag_strerror(rc));
     return rc;
+  }
+  seed sd = {.srv = srv};
+  seed_next(&sd);
+  while (sd.pending)
+    uv_run(srv->loop, UV_RUN_ONCE);
+  if (sd.err < 0) {
+    ag_log_error(NULL, "cannot record the built-in tools in the catalog: %s", ag_strerror(sd.err));
+    return sd.err;
   }
   catalog_load cl = {.srv = srv};
   if ((rc = load_catalog_page(&cl)) < 0) {

@@ -191,6 +191,9 @@ static void drop_installed(ag_tool_registry *reg, const char *key) {
 
 int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen) {
   if (!rec || !rec->name) return AG_EINVAL;
+  /* The catalog rows of the built-ins (is_system) describe them for listings and template
+   * links; the tools themselves are compiled in and always present. */
+  if (rec->is_system) return 0;
   char key[128];
   ag_tools_normalize(rec->name, key, sizeof key);
   if (!rec->active || rec->deleted_at) {

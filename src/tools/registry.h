@@ -36,7 +36,8 @@ ag_executor *ag_tool_registry_executor(const ag_tool_registry *reg, const char *
  * server runs) and its configuration. err names the field and says what is wrong. */
 AG_MUST_CHECK int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen);
 /* Installs or replaces the tool of rec->name from a catalog row (borrowed); an inactive or
- * deleted row removes it instead. Fails like check() and then changes nothing. */
+ * deleted row removes it instead; a system row (a built-in's own) is left alone. Fails like
+ * check() and then changes nothing. */
 AG_MUST_CHECK int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen);
 /* Removes the catalog tool of that name, if any. */
 void ag_tool_registry_remove(ag_tool_registry *reg, const char *name);

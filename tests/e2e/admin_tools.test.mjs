@@ -101,11 +101,22 @@ test(
 
     const all = await http(h, 'GET', '/admin/tools');
     assert.equal(all.status, 200);
-    assert.equal(all.json.data.length, 2);
+    const mine = (r) => r.json.data.filter((x) => !x.is_system);
+    assert.equal(mine(all).length, 2);
+    // The built-ins are listed too, as system tools that cannot be changed or switched off.
+    const sys = all.json.data.filter((x) => x.is_system).map((x) => x.name);
+    for (const n of ['reasoning_tool', 'final_answer_tool', 'clarification_tool', 'current_time']) assert.ok(sys.includes(n), n);
+    const ct = all.json.data.find((x) => x.name === 'current_time');
+    assert.equal((await http(h, 'PATCH', `/admin/tools/${ct.id}`, { description: 'x' })).status, 403);
+    assert.equal((await http(h, 'POST', `/admin/tools/${ct.id}/deactivate`)).status, 403);
+    assert.equal((await http(h, 'DELETE', `/admin/tools/${ct.id}`)).status, 403);
     assert.deepEqual((await http(h, 'GET', '/admin/tools?tag=time')).json.data.map((x) => x.id), [t.id]);
     assert.deepEqual((await http(h, 'GET', '/admin/tools?active=false')).json.data.map((x) => x.id), [twin.json.id]);
     assert.equal((await http(h, 'GET', '/admin/tools?limit=1')).json.data.length, 1);
-    assert.equal((await http(h, 'GET', '/admin/tools?limit=1&offset=1')).json.data.length, 1);
+    const page1 = (await http(h, 'GET', '/admin/tools?limit=3')).json.data.map((x) => x.id);
+    const page2 = (await http(h, 'GET', '/admin/tools?limit=3&offset=3')).json.data.map((x) => x.id);
+    assert.equal(page1.length, 3);
+    assert.ok(page2.length >= 1 && !page2.some((id) => page1.includes(id)), 'pages do not overlap');
     assert.equal((await http(h, 'GET', '/admin/tools?executor=http')).json.data.length, 0);
 
     // PATCH bumps the version; a stale version is refused; bad fields are 400 and change nothing.
@@ -135,8 +146,8 @@ test(
     assert.equal(del.status, 200, del.text);
     const gone = await http(h, 'GET', `/admin/tools/${twin.json.id}`);
     assert.equal(gone.json.deleted, true);
-    assert.equal((await http(h, 'GET', '/admin/tools')).json.data.length, 1, 'deleted tools are not listed');
-    assert.equal((await http(h, 'GET', '/admin/tools?include_deleted=true')).json.data.length, 2);
+    assert.equal(mine(await http(h, 'GET', '/admin/tools')).length, 1, 'deleted tools are not listed');
+    assert.equal(mine(await http(h, 'GET', '/admin/tools?include_deleted=true')).length, 2);
     assert.equal((await http(h, 'POST', `/admin/tools/${twin.json.id}/activate`)).status, 409);
   }),
 );
