@@ -30,6 +30,7 @@
 #include "net/http_server.h"
 #include "store/catalog.h"
 #include "store/store.h"
+#include "tools/exec_subprocess.h"
 #include "tools/executor.h"
 #include "tools/registry.h"
 
@@ -359,6 +360,20 @@ static int open_tools(ag_server *srv) {
   if (rc < 0) {
     ag_log_error(NULL, "cannot create the tool registry: %s", ag_strerror(rc));
     return rc;
+  }
+  /* The executors; one that cannot start here (a missing /proc, say) leaves its kind out, and
+   * tools of that kind are refused with a clear message, but the server still runs. */
+  static const struct {
+    const char *kind;
+    int (*make)(const ag_tool_env *env, ag_executor **out);
+  } kinds[] = {
+      {"subprocess", ag_exec_subprocess_new},
+  };
+  for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
+    ag_executor *ex = NULL;
+    int erc = kinds[i].make(&srv->tool_env, &ex);
+    if (erc == 0) erc = ag_tool_registry_add_executor(srv->tools, ex);
+    if (erc < 0) ag_log_warn(NULL, "tools: the %s executor is not available: %s", kinds[i].kind, ag_strerror(erc));
   }
   seed sd = {.srv = srv};
   seed_next(&sd);

@@ -1,0 +1,3 @@
+#!/bin/sh
+# Answers in plain text.
+echo "hello, this is not JSON"
