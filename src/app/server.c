@@ -30,9 +30,11 @@
 #include "net/http_server.h"
 #include "store/catalog.h"
 #include "store/store.h"
+#include "tools/exec_http.h"
 #include "tools/exec_subprocess.h"
 #include "tools/executor.h"
 #include "tools/registry.h"
+#include "tools/web.h"
 
 #define SHUTDOWN_POLL_MS 20
 #define SHUTDOWN_HARD_EXTRA_MS 3000 /* after the grace period: drop client connections */
@@ -299,12 +301,17 @@ static void on_seeded(int err, ag_tool_rec *t, void *ud) {
   seed_next(sd);
 }
 
+/* The i-th built-in: the synchronous ones, then those an executor runs. */
+static const ag_tool *builtin_at(const ag_server *srv, size_t i) {
+  size_t n;
+  const ag_tool *all = ag_tools_all(&n);
+  return i < n ? &all[i] : ag_tool_registry_builtin_at(srv->tools, i - n);
+}
+
 static void on_seed_lookup(int err, ag_tool_rec *t, void *ud) {
   seed *sd = ud;
   sd->pending--;
-  size_t n;
-  const ag_tool *all = ag_tools_all(&n);
-  const ag_tool *b = &all[sd->next - 1];
+  const ag_tool *b = builtin_at(sd->srv, sd->next - 1);
   if (err == AG_ENOTFOUND) {
     char config[160];
     snprintf(config, sizeof config, "{\"function\":\"%s\"}", b->name);
@@ -334,10 +341,9 @@ static void on_seed_lookup(int err, ag_tool_rec *t, void *ud) {
 }
 
 static void seed_next(seed *sd) {
-  size_t n;
-  const ag_tool *all = ag_tools_all(&n);
-  if (sd->err < 0 || sd->next >= n) return;
-  const ag_tool *b = &all[sd->next++];
+  const ag_tool *b = sd->err < 0 ? NULL : builtin_at(sd->srv, sd->next);
+  if (!b) return;
+  sd->next++;
   if (ag_store_tool_get_by_name(sd->srv->store, b->name, on_seed_lookup, sd) == 0)
     sd->pending++;
   else
@@ -368,12 +374,24 @@ static int open_tools(ag_server *srv) {
     int (*make)(const ag_tool_env *env, ag_executor **out);
   } kinds[] = {
       {"subprocess", ag_exec_subprocess_new},
+      {"http", ag_exec_http_new},
+      {"builtin-web", ag_exec_web_new},
   };
   for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
     ag_executor *ex = NULL;
     int erc = kinds[i].make(&srv->tool_env, &ex);
     if (erc == 0) erc = ag_tool_registry_add_executor(srv->tools, ex);
     if (erc < 0) ag_log_warn(NULL, "tools: the %s executor is not available: %s", kinds[i].kind, ag_strerror(erc));
+  }
+  size_t nweb;
+  const ag_web_tool_def *web = ag_web_tools(&nweb);
+  for (size_t i = 0; ag_tool_registry_executor(srv->tools, "builtin-web") && i < nweb; i++) {
+    rc = ag_tool_registry_add_builtin(srv->tools, web[i].name, web[i].description, web[i].parameters, "builtin-web",
+                                      web[i].executor_config, web[i].is_search, web[i].idempotent);
+    if (rc < 0) {
+      ag_log_error(NULL, "tools: cannot add the built-in %s: %s", web[i].name, ag_strerror(rc));
+      return rc;
+    }
   }
   seed sd = {.srv = srv};
   seed_next(&sd);

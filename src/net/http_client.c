@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <uv.h>
 
@@ -67,6 +68,7 @@ struct ag_http_call {
   ag_http_client *c;
   CURL *easy;
   struct curl_slist *headers;
+  struct curl_slist *resolve;
   char *body;
   uv_timer_t timer;
   int state;
@@ -83,6 +85,7 @@ struct ag_http_call {
   int (*on_data)(const char *data, size_t len, void *ud);
   void (*on_done)(int err, long status, void *ud);
   void *ud;
+  int (*check_addr)(const struct sockaddr *addr, void *ud);
 };
 
 static void handle_closed(ag_http_client *c) {
@@ -251,6 +254,8 @@ static void call_release_curl(ag_http_call *call) {
   call->attached = false;
   curl_slist_free_all(call->headers);
   call->headers = NULL;
+  curl_slist_free_all(call->resolve);
+  call->resolve = NULL;
   free(call->body);
   call->body = NULL;
 }
@@ -398,6 +403,31 @@ static size_t on_curl_write(char *ptr, size_t size, size_t n, void *ud) {
   return call->state == CALL_RUNNING ? len : WRITE_ABORT;
 }
 
+/* The SSRF hook: curl asks us for every socket it connects with, after resolution, so the
+ * address seen here is the peer (no window for a DNS answer to change in between). */
+static curl_socket_t on_curl_opensocket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  ag_http_call *call = ud;
+  if (purpose != CURLSOCKTYPE_IPCXN || call->check_addr(&a->addr, call->ud) != 0) return CURL_SOCKET_BAD;
+#ifdef SOCK_CLOEXEC
+  /* Tools run child processes; a connection of ours is none of their business. */
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+#else
+  return socket(a->family, a->socktype, a->protocol);
+#endif
+}
+
+int ag_http_call_header(ag_http_call *call, const char *name, const char **value) {
+  *value = NULL;
+  if (!call || !call->easy || call->state != CALL_RUNNING) return AG_ESTATE;
+  struct curl_header *h = NULL;
+  if (curl_easy_header(call->easy, name, 0, CURLH_HEADER, -1, &h) != CURLHE_OK || !h) return AG_ENOTFOUND;
+  /* A header repeated: the last one, as for Content-Type and Location the last one counts. */
+  if (h->amount > 1 && curl_easy_header(call->easy, name, h->amount - 1, CURLH_HEADER, -1, &h) != CURLHE_OK)
+    return AG_ENOTFOUND;
+  *value = h->value;
+  return 0;
+}
+
 #define SETOPT(opt, val)                                                                                               \
   do {                                                                                                                 \
     if (curl_easy_setopt(easy, opt, val) != CURLE_OK) goto fail;                                                       \
@@ -419,6 +449,7 @@ int ag_http_call_start(ag_http_client *c, const ag_http_call_opts *opts, ag_http
   call->on_data = opts->on_data;
   call->on_done = opts->on_done;
   call->ud = opts->ud;
+  call->check_addr = opts->check_addr;
 
   CURL *easy = call->easy = curl_easy_init();
   if (!easy) goto fail;
@@ -434,6 +465,10 @@ int ag_http_call_start(ag_http_client *c, const ag_http_call_opts *opts, ag_http
   for (const char *const *p = opts->headers; p && *p; p++) {
     if (!(h = curl_slist_append(call->headers, *p))) goto fail;
     call->headers = h;
+  }
+  for (const char *const *p = opts->resolve; p && *p; p++) {
+    if (!(h = curl_slist_append(call->resolve, *p))) goto fail;
+    call->resolve = h;
   }
 
   const char *method = opts->method ? opts->method : (opts->body ? "POST" : "GET");
@@ -452,6 +487,12 @@ int ag_http_call_start(ag_http_client *c, const ag_http_call_opts *opts, ag_http
   SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)(opts->connect_timeout_ms ? opts->connect_timeout_ms : DEFAULT_CONNECT_MS));
   SETOPT(CURLOPT_TIMEOUT_MS, (long)(opts->total_timeout_ms ? opts->total_timeout_ms : DEFAULT_TOTAL_MS));
   SETOPT(CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)call->max_bytes);
+  if (call->resolve) SETOPT(CURLOPT_RESOLVE, call->resolve);
+  if (call->check_addr) {
+    SETOPT(CURLOPT_OPENSOCKETFUNCTION, on_curl_opensocket);
+    SETOPT(CURLOPT_OPENSOCKETDATA, call);
+    SETOPT(CURLOPT_PROXY, "");
+  }
   if (strcmp(method, "GET") == 0) {
     SETOPT(CURLOPT_HTTPGET, 1L);
   } else {

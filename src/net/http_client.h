@@ -19,6 +19,7 @@
 typedef struct uv_loop_s uv_loop_t;
 typedef struct ag_http_client ag_http_client;
 typedef struct ag_http_call ag_http_call;
+struct sockaddr;
 
 typedef struct ag_http_call_opts {
   const char *method; /* "GET", "POST" */
@@ -41,6 +42,17 @@ typedef struct ag_http_call_opts {
    * status is the HTTP status (0 if none was received). A non-2xx status is not an error here. */
   void (*on_done)(int err, long status, void *ud);
   void *ud;
+
+  /* The SSRF guard's hooks (net/ssrf.h); both optional. `resolve` is a NULL-terminated list of
+   * curl resolve entries ("+host:port:addr[,addr]") that pin the addresses a name resolves to,
+   * so the addresses checked before the call are the ones it connects to. `check_addr` sees every
+   * address the call is about to connect to, after resolution (so also a cached or a pinned
+   * one); non-zero refuses that address, and when all are refused the call ends with
+   * AG_ECONNECT. A call with check_addr ignores proxy settings from the environment (the proxy
+   * would be the peer checked). Connections are kept alive and reused by host and port without a
+   * new check, so give checked calls a client of their own whose calls all carry the same check. */
+  const char *const *resolve;
+  int (*check_addr)(const struct sockaddr *addr, void *ud);
 } ag_http_call_opts;
 
 AG_MUST_CHECK int ag_http_client_new(uv_loop_t *loop, ag_http_client **out);
@@ -54,5 +66,9 @@ AG_MUST_CHECK int ag_http_call_start(ag_http_client *c, const ag_http_call_opts 
 /* Aborts the call; on_done(AG_ECANCELED) follows from the loop unless on_done already ran, in
  * which case the call is already freed and must not be passed here. */
 void ag_http_call_cancel(ag_http_call *call);
+/* Sets *value to the response header `name` (case-insensitive; the last one if repeated), a C
+ * string borrowed until the callback returns. Valid only from inside on_headers and on_data
+ * (AG_ESTATE otherwise); AG_ENOTFOUND if the response has no such header. */
+AG_MUST_CHECK int ag_http_call_header(ag_http_call *call, const char *name, const char **value);
 
 #endif

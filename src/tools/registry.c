@@ -33,7 +33,10 @@ struct ag_tool_registry {
   const ag_tool_env *env;
   ag_executor *executors[MAX_EXECUTORS];
   size_t n_executors;
-  ag_map catalog; /* normalized name -> entry */
+  ag_map catalog;  /* normalized name -> entry */
+  ag_map builtins; /* normalized name -> entry: built-ins run by an executor (permanent) */
+  entry *builtin_list[MAX_EXECUTORS * 4];
+  size_t n_builtins;
   size_t closing; /* executors still closing */
   void (*close_done)(void *ud);
   void *close_ud;
@@ -77,11 +80,13 @@ int ag_tool_registry_new(const ag_tool_env *env, ag_tool_registry **out) {
   if (!reg) return AG_ENOMEM;
   reg->env = env;
   ag_map_init(&reg->catalog);
+  ag_map_init(&reg->builtins);
   ag_executor *b = NULL;
   int rc = ag_exec_builtin_new(env, &b);
   if (rc == 0) rc = ag_tool_registry_add_executor(reg, b);
   if (rc < 0) {
     ag_map_deinit(&reg->catalog);
+    ag_map_deinit(&reg->builtins);
     free(reg);
     return rc;
   }
@@ -112,8 +117,14 @@ int ag_tool_registry_add_executor(ag_tool_registry *reg, ag_executor *ex) {
   return 0;
 }
 
+static const entry *find_exec_builtin(const ag_tool_registry *reg, const char *name) {
+  char key[128];
+  ag_tools_normalize(name, key, sizeof key);
+  return ag_map_get(&reg->builtins, key);
+}
+
 /* Catalog names are what the model calls: letters, digits, '_' and '-', as OpenAI requires. */
-static int check_name(const char *name, char *err, size_t errlen) {
+static int check_name(const ag_tool_registry *reg, const char *name, char *err, size_t errlen) {
   size_t n = name ? strlen(name) : 0;
   if (n == 0 || n > MAX_NAME) {
     snprintf(err, errlen, "name: must be 1 to %d characters", MAX_NAME);
@@ -126,7 +137,7 @@ static int check_name(const char *name, char *err, size_t errlen) {
       return AG_EINVAL;
     }
   }
-  if (ag_tools_find(name)) {
+  if (ag_tools_find(name) || find_exec_builtin(reg, name)) {
     snprintf(err, errlen, "name: \"%s\" is a built-in tool's name", name);
     return AG_EINVAL;
   }
@@ -156,7 +167,7 @@ static int compile_rec(ag_tool_registry *reg, const ag_tool_rec *rec, ag_executo
                        size_t errlen) {
   *ex_out = NULL;
   *compiled = NULL;
-  int rc = check_name(rec->name, err, errlen);
+  int rc = check_name(reg, rec->name, err, errlen);
   if (rc == 0) rc = check_schema(rec->input_schema, err, errlen);
   if (rc < 0) return rc;
   ag_executor *ex = ag_tool_registry_executor(reg, rec->executor);
@@ -235,6 +246,51 @@ int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *er
   return 0;
 }
 
+int ag_tool_registry_add_builtin(ag_tool_registry *reg, const char *name, const char *description,
+                                 const char *parameters, const char *kind, const char *config, bool is_search,
+                                 bool idempotent) {
+  if (!name || !parameters || !kind) return AG_EINVAL;
+  if (reg->n_builtins == AG_ARRAY_LEN(reg->builtin_list)) return AG_ETOOBIG;
+  if (ag_tools_find(name) || find_exec_builtin(reg, name)) return AG_EEXIST;
+  ag_executor *ex = ag_tool_registry_executor(reg, kind);
+  if (!ex) return AG_EINVAL;
+  char cerr[256] = "";
+  void *compiled = NULL;
+  int rc = ex->vt->compile(ex, config ? config : "{}", &compiled, cerr, sizeof cerr);
+  if (rc < 0) {
+    ag_log_error(NULL, "tools: built-in %s does not compile: %s", name, cerr);
+    return rc;
+  }
+  entry *e = calloc(1, sizeof *e);
+  if (!e) {
+    ex->vt->release(ex, compiled);
+    return AG_ENOMEM;
+  }
+  e->ex = ex;
+  e->compiled = compiled;
+  e->refs = 1;
+  e->tool.name = ag_strdup(name);
+  e->tool.description = ag_strdup(description ? description : "");
+  e->tool.parameters = ag_strdup(parameters);
+  e->tool.role = AG_TOOL_PLAIN;
+  e->tool.is_search = is_search;
+  e->tool.idempotent = idempotent;
+  e->kind = ag_strdup(kind);
+  char key[128];
+  ag_tools_normalize(name, key, sizeof key);
+  if (!e->tool.name || !e->tool.description || !e->tool.parameters || !e->kind ||
+      ag_map_put(&reg->builtins, key, e) < 0) {
+    entry_free(e);
+    return AG_ENOMEM;
+  }
+  reg->builtin_list[reg->n_builtins++] = e;
+  return 0;
+}
+
+const ag_tool *ag_tool_registry_builtin_at(const ag_tool_registry *reg, size_t i) {
+  return reg && i < reg->n_builtins ? &reg->builtin_list[i]->tool : NULL;
+}
+
 void ag_tool_registry_remove(ag_tool_registry *reg, const char *name) {
   if (!name) return;
   char key[128];
@@ -250,7 +306,8 @@ const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *na
   if (t || !reg) return t;
   char key[128];
   ag_tools_normalize(name, key, sizeof key);
-  entry *e = ag_map_get(&reg->catalog, key);
+  entry *e = ag_map_get(&reg->builtins, key);
+  if (!e) e = ag_map_get(&reg->catalog, key);
   return e ? &e->tool : NULL;
 }
 
@@ -309,6 +366,10 @@ void ag_tool_registry_close(ag_tool_registry *reg, void (*done)(void *ud), void 
     ag_tool_release(&e->tool);
   }
   ag_map_deinit(&reg->catalog);
+  for (size_t i = 0; i < reg->n_builtins; i++)
+    ag_tool_release(&reg->builtin_list[i]->tool);
+  reg->n_builtins = 0;
+  ag_map_deinit(&reg->builtins);
   reg->close_done = done;
   reg->close_ud = ud;
   reg->closing = reg->n_executors;

@@ -31,6 +31,15 @@ AG_MUST_CHECK int ag_tool_registry_add_executor(ag_tool_registry *reg, ag_execut
 /* The executor of a kind, or NULL (borrowed). */
 ag_executor *ag_tool_registry_executor(const ag_tool_registry *reg, const char *kind);
 
+/* Adds a built-in tool that an executor runs (web_search, ...): always present like the
+ * synchronous built-ins, never replaced by a catalog row, its name reserved. Strings and the
+ * configuration are copied; the executor of `kind` must have been added. */
+AG_MUST_CHECK int ag_tool_registry_add_builtin(ag_tool_registry *reg, const char *name, const char *description,
+                                               const char *parameters, const char *kind, const char *config,
+                                               bool is_search, bool idempotent);
+/* The i-th built-in an executor runs (0..), or NULL past the last: for listings. */
+const ag_tool *ag_tool_registry_builtin_at(const ag_tool_registry *reg, size_t i);
+
 /* Checks a catalog definition without installing it: the name (not a built-in's, the allowed
  * characters), the input schema (a valid JSON Schema of an object), the executor kind (one this
  * server runs) and its configuration. err names the field and says what is wrong. */
@@ -48,7 +57,8 @@ size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg);
  * tools, which cannot take their names. */
 const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *name);
 
-/* Catalog facts about a tool: its catalog version (0 for built-ins) and executor kind. */
+/* Catalog facts about a tool: its catalog version (0 for built-ins) and executor kind. A
+ * built-in an executor runs reports that executor's kind. */
 int ag_tool_version(const ag_tool *t);
 const char *ag_tool_executor_kind(const ag_tool *t);
 
