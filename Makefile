@@ -88,10 +88,13 @@ test: deps
 	$(MAKE) fuzz
 	scripts/with-pg.sh $(MAKE) unit e2e
 
+# The MCP client's tests talk to the reference server from npm (tests/mcp, pinned).
 unit: $(SAN_TESTS)
+	@scripts/npm-ci.sh tests/mcp
 	@scripts/run-unit.sh $(SAN_TESTS)
 
 e2e: $(SAN_DIR)/agentd
+	@scripts/npm-ci.sh tests/mcp
 	@scripts/run-e2e.sh $(SAN_DIR)/agentd
 
 # libFuzzer targets need clang; each runs briefly as a smoke test over its seed corpus.

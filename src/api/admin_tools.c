@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "net/http_server.h"
 #include "store/catalog.h"
+#include "tools/mcp.h"
 #include "tools/registry.h"
 
 #define MAX_DEF_BYTES (1u << 20)
@@ -569,4 +570,199 @@ static void on_listed(int err, ag_tool_rec *recs, size_t n, void *ud) {
 static void list_tools(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_filter *f) {
   int rc = ag_store_tool_list(ctx->store, f, on_listed, req);
   if (rc < 0) store_failed(req, rc, "could not list the tools");
+}
+
+/* ---- POST /admin/mcp/import: a server's tools into the catalog --------------------------------- */
+
+/* {"server": {...mcp server config...}, "prefix": "everything", "tools": ["echo"] (optional),
+ * "active": true (default)}: lists the server's tools and creates one catalog tool per remote tool,
+ * named prefix__remote, run by the mcp executor; a name already taken is reported, not replaced. */
+typedef struct import_op {
+  ag_api_ctx *ctx;
+  ag_http_req *req;
+  char *server; /* the server config, JSON text */
+  char *prefix;
+  ag_json *only; /* array of remote names, or NULL */
+  bool active;
+  ag_tool_rec *recs; /* what to create */
+  size_t n, next;
+  ag_json *imported, *skipped;
+} import_op;
+
+static void import_free(import_op *o) {
+  free(o->server);
+  free(o->prefix);
+  ag_json_free(o->only);
+  for (size_t i = 0; i < o->n; i++)
+    ag_tool_rec_deinit(&o->recs[i]);
+  free(o->recs);
+  ag_json_free(o->imported);
+  ag_json_free(o->skipped);
+  free(o);
+}
+
+static void import_skip(import_op *o, const char *name, const char *why) {
+  ag_json *s = ag_json_object_new();
+  if (!s) return;
+  if (ag_json_set_take(s, "name", ag_json_string_new(name)) < 0 ||
+      ag_json_set_take(s, "reason", ag_json_string_new(why)) < 0 || ag_json_push_take(o->skipped, s) < 0)
+    ag_json_free(s);
+}
+
+static void import_next(import_op *o);
+
+static void on_imported(int err, ag_tool_rec *t, void *ud) {
+  import_op *o = ud;
+  const ag_tool_rec *want = &o->recs[o->next - 1];
+  if (err == AG_EEXIST) {
+    import_skip(o, want->name, "an active tool with this name exists");
+  } else if (err < 0) {
+    import_skip(o, want->name, ag_strerror(err));
+  } else {
+    char why[512] = "";
+    if (ag_tool_registry_put(o->ctx->tools, t, why, sizeof why) < 0)
+      ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
+    ag_json *j = tool_json(t);
+    if (j && ag_json_push_take(o->imported, j) < 0) ag_json_free(j);
+  }
+  ag_tool_rec_free(t);
+  import_next(o);
+}
+
+static void import_next(import_op *o) {
+  while (o->next < o->n) {
+    ag_tool_rec *r = &o->recs[o->next++];
+    char why[512] = "";
+    if (ag_tool_registry_check(o->ctx->tools, r, why, sizeof why) < 0) {
+      import_skip(o, r->name, why);
+      continue;
+    }
+    int rc = ag_store_tool_create(o->ctx->store, r, on_imported, o);
+    if (rc == 0) return;
+    import_skip(o, r->name, ag_strerror(rc));
+  }
+  ag_json *root = ag_json_object_new();
+  if (root && ag_json_set_take(root, "imported", o->imported) == 0) {
+    o->imported = NULL;
+    if (ag_json_set_take(root, "skipped", o->skipped) == 0) o->skipped = NULL;
+  }
+  respond_json(o->req, 200, root);
+  import_free(o);
+}
+
+static bool wanted(const import_op *o, const char *remote) {
+  if (!o->only) return true;
+  for (size_t i = 0; i < ag_json_len(o->only); i++) {
+    const char *n = ag_json_str(ag_json_at(o->only, i));
+    if (n && strcmp(n, remote) == 0) return true;
+  }
+  return false;
+}
+
+static void on_listed_remote(int err, const char *errmsg, const ag_mcp_tool *tools, size_t n, void *ud) {
+  import_op *o = ud;
+  if (err < 0) {
+    ag_api_error(o->req, 502, "upstream_error", "mcp_error", "server", "the MCP server's tools could not be listed: %s",
+                 errmsg && errmsg[0] ? errmsg : ag_strerror(err));
+    import_free(o);
+    return;
+  }
+  o->recs = n ? calloc(n, sizeof *o->recs) : NULL;
+  if (n && !o->recs) {
+    ag_api_error(o->req, 500, "server_error", NULL, NULL, "out of memory");
+    import_free(o);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const ag_mcp_tool *mt = &tools[i];
+    if (!mt->name || !wanted(o, mt->name)) continue;
+    char name[AG_MCP_CATALOG_NAME_MAX + 1];
+    if (ag_mcp_catalog_name(o->prefix, mt->name, name) < 0) {
+      import_skip(o, mt->name, "no valid catalog name can be made of it");
+      continue;
+    }
+    ag_buf cfg;
+    ag_buf_init(&cfg, 1 << 20);
+    int rc = ag_buf_appendf(&cfg, "{\"server\":%s,\"tool\":\"", o->server);
+    if (rc == 0) rc = ag_buf_append_json_escaped(&cfg, mt->name, strlen(mt->name));
+    if (rc == 0) rc = ag_buf_append_str(&cfg, "\"}");
+    ag_tool_rec *r = &o->recs[o->n];
+    char *tags[2] = {"mcp", o->prefix && o->prefix[0] ? o->prefix : "mcp"};
+    r->name = ag_strdup(name);
+    r->description = ag_strdup(mt->description ? mt->description : (mt->title ? mt->title : ""));
+    r->input_schema = ag_strdup(mt->input_schema);
+    r->executor = ag_strdup("mcp");
+    r->executor_config = rc == 0 ? ag_buf_take(&cfg) : NULL;
+    r->risk = ag_strdup(mt->destructive_hint == 1 ? "high" : mt->read_only_hint == 1 ? "low" : "medium");
+    r->idempotent = mt->idempotent_hint == 1 || mt->read_only_hint == 1;
+    r->active = o->active;
+    r->tags = calloc(2, sizeof *r->tags);
+    ag_buf_deinit(&cfg);
+    if (r->tags) {
+      r->tags[0] = ag_strdup(tags[0]);
+      r->tags[1] = strcmp(tags[0], tags[1]) ? ag_strdup(tags[1]) : NULL;
+      r->n_tags = r->tags[1] ? 2 : 1;
+    }
+    o->n++;
+    if (!r->name || !r->description || !r->input_schema || !r->executor || !r->executor_config || !r->risk ||
+        !r->tags || !r->tags[0]) {
+      ag_api_error(o->req, 500, "server_error", NULL, NULL, "out of memory");
+      import_free(o);
+      return;
+    }
+  }
+  import_next(o);
+}
+
+void ag__api_admin_mcp_import(ag_api_ctx *ctx, ag_http_req *req) {
+  if (!ag_slice_eq_cstr(ag_http_req_method(req), "POST")) {
+    ag_api_error_h(req, 405, "Allow: POST\r\n", "invalid_request_error", "method_not_allowed", NULL, "use POST");
+    return;
+  }
+  ag_executor *mcp = ctx->tools ? ag_tool_registry_executor(ctx->tools, "mcp") : NULL;
+  if (!mcp) {
+    ag_api_error(req, 503, "server_error", "not_available", NULL, "the mcp executor is not available");
+    return;
+  }
+  ag_json *body = parse_body(req);
+  if (!body) return;
+  const ag_json *server = ag_json_get(body, "server"), *only = ag_json_get(body, "tools");
+  const char *prefix = ag_json_get_str(body, "prefix");
+  bool active = true;
+  const char *bad = !ag_json_is(server, AG_JSON_OBJECT)        ? "server: required, an MCP server configuration object"
+                    : ag_json_get(body, "prefix") && !prefix   ? "prefix: must be a string"
+                    : only && !ag_json_is(only, AG_JSON_ARRAY) ? "tools: must be an array of remote tool names"
+                    : ag_json_get(body, "active") && !ag_json_get_bool(body, "active", &active)
+                        ? "active: must be true or false"
+                        : NULL;
+  if (bad) {
+    char param[16];
+    snprintf(param, sizeof param, "%.*s", (int)strcspn(bad, ":"), bad);
+    ag_api_error(req, 400, "invalid_request_error", "invalid_import", param, "%s", bad);
+    ag_json_free(body);
+    return;
+  }
+  import_op *o = calloc(1, sizeof *o);
+  if (o) {
+    o->ctx = ctx;
+    o->req = req;
+    o->server = ag_json_dumps(server);
+    o->prefix = ag_strdup(prefix ? prefix : "");
+    o->only = only ? ag_json_ref((ag_json *)only) : NULL;
+    o->active = active;
+    o->imported = ag_json_array_new();
+    o->skipped = ag_json_array_new();
+  }
+  ag_json_free(body);
+  if (!o || !o->server || !o->prefix || !o->imported || !o->skipped) {
+    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
+    if (o) import_free(o);
+    return;
+  }
+  char err[512] = "";
+  int rc = ag_mcp_list_tools(mcp, o->server, on_listed_remote, o, err, sizeof err);
+  if (rc < 0) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_import", "server", "%s", err[0] ? err : ag_strerror(rc));
+    import_free(o);
+  }
 }

@@ -55,6 +55,8 @@ void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, 
 /* /admin/tools...; `rest` is what follows "/admin/tools" without the leading '/' ("", "7",
  * "7/activate"). */
 void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest);
+/* POST /admin/mcp/import: an MCP server's tools into the catalog. */
+void ag__api_admin_mcp_import(ag_api_ctx *ctx, ag_http_req *req);
 
 /* The query parameter `name`, percent-decoded into out (NUL-terminated, cut to fit); "" when
  * absent. A number parameter: dflt when absent or not a number, at most max. */

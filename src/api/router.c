@@ -243,6 +243,10 @@ void ag_api_handle(ag_http_req *req, void *ud) {
     }
   }
   char rest[256];
+  if (ag_slice_eq_cstr(path, "/admin/mcp/import")) {
+    ag__api_admin_mcp_import(ctx, req);
+    return;
+  }
   if (match_admin_tools(path, rest, sizeof rest)) {
     ag__api_admin_tools(ctx, req, rest);
     return;

@@ -32,6 +32,7 @@
 #include "store/store.h"
 #include "tools/exec_http.h"
 #include "tools/exec_subprocess.h"
+#include "tools/mcp.h"
 #include "tools/executor.h"
 #include "tools/registry.h"
 #include "tools/web.h"
@@ -376,6 +377,7 @@ static int open_tools(ag_server *srv) {
       {"subprocess", ag_exec_subprocess_new},
       {"http", ag_exec_http_new},
       {"builtin-web", ag_exec_web_new},
+      {"mcp", ag_exec_mcp_new},
   };
   for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
     ag_executor *ex = NULL;
