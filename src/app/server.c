@@ -31,6 +31,7 @@
 #include "store/catalog.h"
 #include "store/store.h"
 #include "tools/exec_http.h"
+#include "tools/exec_script.h"
 #include "tools/exec_subprocess.h"
 #include "tools/mcp.h"
 #include "tools/executor.h"
@@ -374,10 +375,9 @@ static int open_tools(ag_server *srv) {
     const char *kind;
     int (*make)(const ag_tool_env *env, ag_executor **out);
   } kinds[] = {
-      {"subprocess", ag_exec_subprocess_new},
-      {"http", ag_exec_http_new},
-      {"builtin-web", ag_exec_web_new},
-      {"mcp", ag_exec_mcp_new},
+      {"subprocess", ag_exec_subprocess_new}, {"http", ag_exec_http_new},
+      {"builtin-web", ag_exec_web_new},       {"mcp", ag_exec_mcp_new},
+      {"script", ag_exec_script_new},
   };
   for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
     ag_executor *ex = NULL;
