@@ -1,7 +1,7 @@
 /* The script executor (kind "script"): a tool whose behaviour is a Lua 5.4 function stored with
  * the tool, run in-process in a sandbox with hard limits on instructions, wall-clock time and
- * memory. The design (why a fresh state per call, why the thread pool, what the sandbox holds)
- * is described at the top of exec_script.c.
+ * memory. The design (why a fresh state per call, why the thread pool) is described at the top
+ * of exec_script.c; what the sandbox holds and how its limits work, at the top of lua_sandbox.c.
  *
  * A catalog tool of kind "script" has an executor_config like
  *   {"source": "return function(args) return {sum = args.a + args.b} end",

@@ -1076,14 +1076,15 @@ static void test_http_refuses_private_hosts(void **state) {
     snprintf(cfg, sizeof cfg, "{\"server\":{\"transport\":\"http\",\"url\":\"%s\"},\"tool\":\"x\"}", urls[i]);
     void *c = compile_ok(f, cfg);
     call(f, c, "{}", 0, &r);
-    expect_err(&r, AG_ECONNECT, "which is refused");
+    expect_err(&r, AG_ECONNECT, "refused by the SSRF guard");
     release(f, c);
   }
   /* Credentials and the query stay out of messages (and logs). */
   void *c = compile_ok(f, "{\"server\":{\"transport\":\"http\",\"url\":\"http://u:secret@127.0.0.1:9/mcp?token=abc\"},"
                           "\"tool\":\"x\"}");
   call(f, c, "{}", 0, &r);
-  expect_err(&r, AG_ECONNECT, "MCP server \"http://127.0.0.1:9/mcp\" could not be started");
+  /* The guard refuses credentials in a URL outright. */
+  expect_err(&r, AG_EINVAL, "MCP server \"http://127.0.0.1:9/mcp\" could not be started");
   assert_null(strstr(r.text, "secret"));
   assert_null(strstr(r.text, "abc"));
   release(f, c);
