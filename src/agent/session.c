@@ -557,7 +557,7 @@ static void begin_step(ag_session *s) {
   if (s->step == STEP_SGR) {
     for (size_t i = 0; i < tk.n; i++)
       if (tk.tools[i]->role != AG_TOOL_REASONING)
-        defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters};
+        defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters, false};
     const ag_tool *rt = ag_tools_find("reasoning_tool");
     if (ag_sgr_build_schema(rt->parameters, defs, nd, &schema) < 0) {
       ag_buf_deinit(&schema);
@@ -568,14 +568,15 @@ static void begin_step(ag_session *s) {
     req.response_schema_name = "next_step";
   } else if (s->step == STEP_REASONING) {
     const ag_tool *rt = ag_tools_find("reasoning_tool");
-    defs[nd++] = (ag_tool_def){rt->name, rt->description, rt->parameters};
+    defs[nd++] = (ag_tool_def){rt->name, rt->description, rt->parameters, ag_tool_strict(s->rt->cfg.tools, rt)};
     req.tools = defs;
     req.n_tools = nd;
     req.tool_choice = AG_TOOL_CHOICE_NAMED;
     req.tool_choice_name = rt->name;
   } else {
     for (size_t i = 0; i < tk.n; i++)
-      defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters};
+      defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters,
+                                 ag_tool_strict(s->rt->cfg.tools, tk.tools[i])};
     req.tools = defs;
     req.n_tools = nd;
     req.tool_choice = AG_TOOL_CHOICE_REQUIRED;
@@ -852,7 +853,7 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
     }
     default: {
       char why[512];
-      if (ag_tool_validate_args(tool, args, why, sizeof why) < 0) {
+      if (ag_tool_validate_args(s->rt->cfg.tools, tool, args, why, sizeof why) < 0) {
         /* The model's arguments do not fit the tool: it sees why and may try again; the tool
          * never runs, so there is no intent to journal. */
         rc = ag_buf_appendf(&out, "error: invalid arguments for %s: %s", tool->name, why);

@@ -50,6 +50,7 @@ typedef struct ag_tool_def {
   const char *name;
   const char *description;
   const char *parameters; /* JSON Schema text of the arguments object */
+  bool strict;            /* the schema follows OpenAI's strict-mode rules: send "strict": true */
 } ag_tool_def;
 
 enum ag_tool_choice { AG_TOOL_CHOICE_AUTO, AG_TOOL_CHOICE_NONE, AG_TOOL_CHOICE_REQUIRED, AG_TOOL_CHOICE_NAMED };

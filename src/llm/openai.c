@@ -195,6 +195,7 @@ static int build_tools(const ag_chat_request *req, ag_json *root) {
       return AG_ENOMEM;
     }
     if (ag_json_set_take(fn, "parameters", params) < 0) return AG_ENOMEM;
+    if (td->strict && ag_json_set_take(fn, "strict", ag_json_bool_new(true)) < 0) return AG_ENOMEM;
   }
   switch (req->tool_choice) {
   case AG_TOOL_CHOICE_NONE: return set_str(root, "tool_choice", "none");

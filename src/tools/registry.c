@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/json.h"
+#include "base/jsonschema.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "store/catalog.h"
@@ -27,6 +28,8 @@ typedef struct entry {
   char *kind;
   ag_executor *ex;
   void *compiled;
+  ag_jsonschema *schema; /* the input schema, compiled */
+  bool strict;           /* the schema can be sent with OpenAI's strict mode */
 } entry;
 
 struct ag_tool_registry {
@@ -37,6 +40,10 @@ struct ag_tool_registry {
   ag_map builtins; /* normalized name -> entry: built-ins run by an executor (permanent) */
   entry *builtin_list[MAX_EXECUTORS * 4];
   size_t n_builtins;
+  /* The synchronous built-ins' input schemas, compiled, in ag_tools_all() order. */
+  ag_jsonschema **static_schemas;
+  bool *static_strict;
+  size_t n_static;
   size_t closing; /* executors still closing */
   void (*close_done)(void *ud);
   void *close_ud;
@@ -50,6 +57,7 @@ static bool is_builtin(const ag_tool *t) {
 
 static void entry_free(entry *e) {
   if (e->ex && e->compiled) e->ex->vt->release(e->ex, e->compiled);
+  ag_jsonschema_free(e->schema);
   free((char *)e->tool.name);
   free((char *)e->tool.description);
   free((char *)e->tool.parameters);
@@ -74,6 +82,16 @@ const char *ag_tool_executor_kind(const ag_tool *t) {
   return is_builtin(t) ? "builtin" : ((const entry *)t)->kind;
 }
 
+static void free_static(ag_tool_registry *reg) {
+  for (size_t i = 0; reg->static_schemas && i < reg->n_static; i++)
+    ag_jsonschema_free(reg->static_schemas[i]);
+  free(reg->static_schemas);
+  free(reg->static_strict);
+  reg->static_schemas = NULL;
+  reg->static_strict = NULL;
+  reg->n_static = 0;
+}
+
 int ag_tool_registry_new(const ag_tool_env *env, ag_tool_registry **out) {
   *out = NULL;
   ag_tool_registry *reg = calloc(1, sizeof *reg);
@@ -81,10 +99,23 @@ int ag_tool_registry_new(const ag_tool_env *env, ag_tool_registry **out) {
   reg->env = env;
   ag_map_init(&reg->catalog);
   ag_map_init(&reg->builtins);
+  size_t ns;
+  const ag_tool *all = ag_tools_all(&ns);
+  reg->static_schemas = calloc(ns, sizeof *reg->static_schemas);
+  reg->static_strict = calloc(ns, sizeof *reg->static_strict);
+  int rc = reg->static_schemas && reg->static_strict ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < ns; i++) {
+    char why[256];
+    rc = ag_jsonschema_compile(all[i].parameters, strlen(all[i].parameters), &reg->static_schemas[i], why, sizeof why);
+    if (rc < 0) ag_log_error(NULL, "tools: the built-in %s has a bad schema: %s", all[i].name, why);
+    reg->static_strict[i] = ag_jsonschema_strict_compatible(all[i].parameters, strlen(all[i].parameters), NULL, 0);
+    reg->n_static = i + 1;
+  }
   ag_executor *b = NULL;
-  int rc = ag_exec_builtin_new(env, &b);
+  if (rc == 0) rc = ag_exec_builtin_new(env, &b);
   if (rc == 0) rc = ag_tool_registry_add_executor(reg, b);
   if (rc < 0) {
+    free_static(reg);
     ag_map_deinit(&reg->catalog);
     ag_map_deinit(&reg->builtins);
     free(reg);
@@ -144,8 +175,10 @@ static int check_name(const ag_tool_registry *reg, const char *name, char *err, 
   return 0;
 }
 
-/* The input schema must describe an object (a tool's arguments are a JSON object). */
-static int check_schema(const char *schema, char *err, size_t errlen) {
+/* The input schema must be a valid JSON Schema (compiled here, so every call can be checked
+ * against it) that describes an object (a tool's arguments are a JSON object). */
+static int compile_schema(const char *schema, ag_jsonschema **out, char *err, size_t errlen) {
+  *out = NULL;
   ag_json *j = schema ? ag_json_parse(schema, strlen(schema), NULL, 0) : NULL;
   int rc = 0;
   if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
@@ -158,28 +191,38 @@ static int check_schema(const char *schema, char *err, size_t errlen) {
       rc = AG_EINVAL;
     }
   }
+  if (rc == 0) {
+    char why[400] = "";
+    rc = ag_jsonschema_compile_value(j, out, why, sizeof why);
+    if (rc < 0) snprintf(err, errlen, "input_schema: %s", why[0] ? why : "not a valid JSON Schema");
+  }
   ag_json_free(j);
   return rc;
 }
 
 /* Compiles everything a row needs; on success *ex_out and *compiled are set. */
-static int compile_rec(ag_tool_registry *reg, const ag_tool_rec *rec, ag_executor **ex_out, void **compiled, char *err,
-                       size_t errlen) {
+static int compile_rec(ag_tool_registry *reg, const ag_tool_rec *rec, ag_executor **ex_out, void **compiled,
+                       ag_jsonschema **schema, char *err, size_t errlen) {
   *ex_out = NULL;
   *compiled = NULL;
+  *schema = NULL;
   int rc = check_name(reg, rec->name, err, errlen);
-  if (rc == 0) rc = check_schema(rec->input_schema, err, errlen);
+  if (rc == 0) rc = compile_schema(rec->input_schema, schema, err, errlen);
   if (rc < 0) return rc;
   ag_executor *ex = ag_tool_registry_executor(reg, rec->executor);
   if (!ex) {
     snprintf(err, errlen, "executor: \"%s\" is not an executor this server runs",
              rec->executor ? rec->executor : "(none)");
+    ag_jsonschema_free(*schema);
+    *schema = NULL;
     return AG_EINVAL;
   }
   char cerr[512] = "";
   rc = ex->vt->compile(ex, rec->executor_config ? rec->executor_config : "{}", compiled, cerr, sizeof cerr);
   if (rc < 0) {
     snprintf(err, errlen, "%s", cerr[0] ? cerr : "executor_config: invalid");
+    ag_jsonschema_free(*schema);
+    *schema = NULL;
     return rc;
   }
   *ex_out = ex;
@@ -190,8 +233,12 @@ int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *
   if (!rec) return AG_EINVAL;
   ag_executor *ex;
   void *compiled;
-  int rc = compile_rec(reg, rec, &ex, &compiled, err, errlen);
-  if (rc == 0) ex->vt->release(ex, compiled);
+  ag_jsonschema *schema;
+  int rc = compile_rec(reg, rec, &ex, &compiled, &schema, err, errlen);
+  if (rc == 0) {
+    ex->vt->release(ex, compiled);
+    ag_jsonschema_free(schema);
+  }
   return rc;
 }
 
@@ -213,15 +260,19 @@ int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *er
   }
   ag_executor *ex;
   void *compiled;
-  int rc = compile_rec(reg, rec, &ex, &compiled, err, errlen);
+  ag_jsonschema *schema;
+  int rc = compile_rec(reg, rec, &ex, &compiled, &schema, err, errlen);
   if (rc < 0) return rc;
   entry *e = calloc(1, sizeof *e);
   if (!e) {
     ex->vt->release(ex, compiled);
+    ag_jsonschema_free(schema);
     return AG_ENOMEM;
   }
   e->ex = ex;
   e->compiled = compiled;
+  e->schema = schema;
+  e->strict = ag_jsonschema_strict_compatible(rec->input_schema, strlen(rec->input_schema), NULL, 0);
   e->refs = 1;
   e->version = rec->version;
   e->catalog_id = rec->id;
@@ -269,6 +320,13 @@ int ag_tool_registry_add_builtin(ag_tool_registry *reg, const char *name, const 
   e->ex = ex;
   e->compiled = compiled;
   e->refs = 1;
+  char why[256] = "";
+  if ((rc = ag_jsonschema_compile(parameters, strlen(parameters), &e->schema, why, sizeof why)) < 0) {
+    ag_log_error(NULL, "tools: built-in %s has a bad schema: %s", name, why);
+    entry_free(e);
+    return rc;
+  }
+  e->strict = ag_jsonschema_strict_compatible(parameters, strlen(parameters), NULL, 0);
   e->tool.name = ag_strdup(name);
   e->tool.description = ag_strdup(description ? description : "");
   e->tool.parameters = ag_strdup(parameters);
@@ -311,14 +369,35 @@ const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *na
   return e ? &e->tool : NULL;
 }
 
-int ag_tool_validate_args(const ag_tool *t, const char *args, char *err, size_t errlen) {
-  (void)t;
-  ag_json *j = args ? ag_json_parse(args, strlen(args), NULL, 0) : NULL;
-  int rc = 0;
-  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
-    snprintf(err, errlen, "the arguments must be a JSON object");
-    rc = AG_EINVAL;
+static const ag_jsonschema *schema_of(const ag_tool_registry *reg, const ag_tool *t, bool *strict) {
+  if (is_builtin(t)) {
+    size_t n;
+    const ag_tool *all = ag_tools_all(&n);
+    size_t i = (size_t)(t - all);
+    if (!reg || i >= reg->n_static) return NULL;
+    if (strict) *strict = reg->static_strict[i];
+    return reg->static_schemas[i];
   }
+  if (strict) *strict = ((const entry *)t)->strict;
+  return ((const entry *)t)->schema;
+}
+
+bool ag_tool_strict(const ag_tool_registry *reg, const ag_tool *t) {
+  bool strict = false;
+  return t && schema_of(reg, t, &strict) && strict;
+}
+
+int ag_tool_validate_args(const ag_tool_registry *reg, const ag_tool *t, const char *args, char *err, size_t errlen) {
+  if (!t || !args) {
+    snprintf(err, errlen, "no arguments");
+    return AG_EINVAL;
+  }
+  const ag_jsonschema *schema = schema_of(reg, t, NULL);
+  if (schema) return ag_jsonschema_validate(schema, args, strlen(args), err, errlen);
+  /* No compiled schema (a registry-less test): at least an object. */
+  ag_json *j = ag_json_parse(args, strlen(args), NULL, 0);
+  int rc = ag_json_is(j, AG_JSON_OBJECT) ? 0 : AG_EINVAL;
+  if (rc < 0) snprintf(err, errlen, "the arguments must be a JSON object");
   ag_json_free(j);
   return rc;
 }
@@ -370,6 +449,7 @@ void ag_tool_registry_close(ag_tool_registry *reg, void (*done)(void *ud), void 
     ag_tool_release(&reg->builtin_list[i]->tool);
   reg->n_builtins = 0;
   ag_map_deinit(&reg->builtins);
+  free_static(reg);
   reg->close_done = done;
   reg->close_ud = ud;
   reg->closing = reg->n_executors;

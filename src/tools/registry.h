@@ -65,9 +65,12 @@ const char *ag_tool_executor_kind(const ag_tool *t);
 void ag_tool_hold(const ag_tool *t);
 void ag_tool_release(const ag_tool *t);
 
-/* Checks a call's arguments (a JSON text) against the tool's input schema; err says what is
- * wrong, for the model. */
-AG_MUST_CHECK int ag_tool_validate_args(const ag_tool *t, const char *args, char *err, size_t errlen);
+/* Checks a call's arguments (a JSON text) against the tool's input schema (compiled when the
+ * tool was installed); err says what is wrong, in words the model can act on. */
+AG_MUST_CHECK int ag_tool_validate_args(const ag_tool_registry *reg, const ag_tool *t, const char *args, char *err,
+                                        size_t errlen);
+/* Whether the tool's input schema can be sent with OpenAI's strict mode. */
+bool ag_tool_strict(const ag_tool_registry *reg, const ag_tool *t);
 
 /* Runs a plain tool (see executor.h for the contract; call->compiled is filled in here). The
  * caller holds `t` until the callback. */

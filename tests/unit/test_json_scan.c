@@ -179,7 +179,7 @@ static void test_tool_names(void **state) {
 static void test_sgr_schema_and_parse(void **state) {
   (void)state;
   const ag_tool *r = ag_tools_find("reasoning_tool"), *f = ag_tools_find("final_answer_tool");
-  ag_tool_def defs[] = {{f->name, f->description, f->parameters}};
+  ag_tool_def defs[] = {{f->name, f->description, f->parameters, false}};
   ag_buf b;
   ag_buf_init(&b, 1 << 20);
   assert_int_equal(ag_sgr_build_schema(r->parameters, defs, 1, &b), 0);

@@ -529,14 +529,18 @@ static void test_request_body_structured_output(void **state) {
       {.role = AG_ROLE_ASSISTANT, .tool_calls = &tc, .n_tool_calls = 1},
       {.role = AG_ROLE_TOOL, .content = "result", .tool_call_id = "call_1", .name = "lookup"},
   };
-  ag_tool_def tools[1] = {
-      {"lookup", "Looks things up", "{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}}}"}};
+  ag_tool_def tools[2] = {
+      {"lookup", "Looks things up", "{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}}}", false},
+      {"strict_one", "Strict",
+       "{\"type\":\"object\",\"properties\":{\"q\":{\"type\":\"string\"}},\"required\":[\"q\"],"
+       "\"additionalProperties\":false}",
+       true}};
   ag_chat_request req = {
       .model = "gpt-test",
       .messages = msgs,
       .n_messages = 4,
       .tools = tools,
-      .n_tools = 1,
+      .n_tools = 2,
       .tool_choice = AG_TOOL_CHOICE_NAMED,
       .tool_choice_name = "lookup",
       .response_schema =
@@ -603,6 +607,11 @@ static void test_request_body_structured_output(void **state) {
   assert_string_equal(ag_json_get_str(fn, "name"), "lookup");
   assert_string_equal(ag_json_get_str(fn, "description"), "Looks things up");
   assert_string_equal(ag_json_get_str(ag_json_get(fn, "parameters"), "type"), "object");
+  assert_null(ag_json_get(fn, "strict")); /* only where the schema allows it */
+  ag_json *fn2 = ag_json_get(ag_json_at(ag_json_get(j, "tools"), 1), "function");
+  bool strict = false;
+  assert_true(ag_json_get_bool(fn2, "strict", &strict));
+  assert_true(strict);
   ag_json *choice = ag_json_get(j, "tool_choice");
   assert_string_equal(ag_json_get_str(choice, "type"), "function");
   assert_string_equal(ag_json_get_str(ag_json_get(choice, "function"), "name"), "lookup");
