@@ -97,14 +97,22 @@ e2e: $(SAN_DIR)/agentd
 	@scripts/npm-ci.sh tests/mcp
 	@scripts/run-e2e.sh $(SAN_DIR)/agentd
 
-# libFuzzer targets need clang; each runs briefly as a smoke test over its seed corpus.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 $(DEP_CFLAGS) \
-               -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+# libFuzzer targets need clang; each runs briefly as a smoke test over its seed corpus. The
+# library is compiled once with coverage instrumentation (fuzzer-no-link) and every target links it.
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -Isrc $(WARN) -g -O1 $(DEP_CFLAGS) $(FUZZ_SAN)
+FUZZ_OBJS := $(LIB_SRCS:%.c=build/fuzz/obj/%.o)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $< (fuzz)"
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c $< -o $@
+build/fuzz/libagentd.a: $(FUZZ_OBJS)
+	@rm -f $@; ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libagentd.a
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(DEP_LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libagentd.a $(DEP_LIBS)
 
 fuzz-build: $(FUZZ_BINS)
 
@@ -131,4 +139,4 @@ format-check:
 clean:
 	rm -rf build
 
--include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(REL_DIR)/obj/src/app/main.d $(SAN_DIR)/obj/src/app/main.d
+-include $(REL_OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d) $(REL_DIR)/obj/src/app/main.d $(SAN_DIR)/obj/src/app/main.d

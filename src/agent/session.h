@@ -1,10 +1,11 @@
 /* Sessions and the agent loop.
  *
  * A session is one agent run over a conversation: a state machine driven by events from the LLM
- * provider and the store, never a thread. Each step is an LLM call; its answer (the assistant
- * message, token usage, counters) and the chosen tool's result are committed together as one
- * journal entry, and only then does the next step begin, so a crash loses at most the step in
- * flight. (Built-in tools run synchronously; issue 3 splits intent and result for slow tools.)
+ * provider, the tool executors and the store, never a thread. Each step is an LLM call; its answer
+ * (the assistant message, token usage, counters) is committed with the chosen system tool's
+ * result, or, for a plain tool, as the call's intent before the tool runs and then with its
+ * result; only then does the next step begin, so a crash loses at most the step in flight and
+ * never repeats a call whose result was committed (docs/agent-loop.md).
  *
  *   inited -> running -> (waiting_for_clarification -> running)* -> completed | failed | cancelled | error
  *
