@@ -46,7 +46,8 @@ static int set_opt(char **dst, const char *v) {
 
 int main(int argc, char **argv) {
   /* agentd runs subprocess tools through itself (limits set before exec); not a command. */
-  if (argc > 1 && strcmp(argv[1], AG_EXEC_SUBPROCESS_LAUNCHER) == 0) return ag_exec_subprocess_launcher_main(argc, argv);
+  if (argc > 1 && strcmp(argv[1], AG_EXEC_SUBPROCESS_LAUNCHER) == 0)
+    return ag_exec_subprocess_launcher_main(argc, argv);
   const char *cmd = "serve";
   int i = 1;
   if (argc > 1 && argv[1][0] != '-') cmd = argv[i++];

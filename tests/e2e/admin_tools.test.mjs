@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startAgentd, openaiClient, withLogs, http, streamChat, agentState, user, REPO_ROOT } from './lib/agentd.mjs';
+import { dbQuery, sqlString } from './lib/db.mjs';
 
 const handles = [];
 let current = null;
@@ -176,6 +177,14 @@ test(
     const toolMsg = reqs.at(-1).body.messages.find((m) => m.role === 'tool' && /"utc"/.test(m.content ?? ''));
     assert.ok(toolMsg, 'clock ran and its result reached the model');
     assert.equal((await agentState(h, r.agentId)).state, 'completed');
+    // The transcript records which version of the tool ran.
+    const rows = await dbQuery(h.db, `SELECT tool_name, tool_version, status FROM tool_executions WHERE session_id = ${sqlString(r.agentId)} AND tool_name = 'clock'`);
+    assert.deepEqual(rows, [['clock', '1', 'ok']]);
+    const p = await http(h, 'PATCH', `/admin/tools/${c.json.id}`, { description: 'The time, version two.' });
+    assert.equal(p.json.version, 2);
+    const r2 = await streamChat(openaiClient(h), { model: 'catalog_agent', messages: user('And the time now?') });
+    const rows2 = await dbQuery(h.db, `SELECT tool_version FROM tool_executions WHERE session_id = ${sqlString(r2.agentId)} AND tool_name = 'clock'`);
+    assert.deepEqual(rows2, [['2']], 'the next session ran version 2');
 
     // Deactivated: the next session is not offered it.
     assert.equal((await http(h, 'POST', `/admin/tools/${c.json.id}/deactivate`)).status, 200);
