@@ -46,7 +46,11 @@ bool ag_session_state_terminal(int state) {
 
 struct ag_runtime {
   ag_runtime_config cfg;
-  ag_map live;     /* id -> ag_session*, sessions with a run in progress */
+  ag_map live; /* id -> ag_session*, sessions with a run in progress */
+  /* Sessions whose run ended here but whose final commit failed (the database was out of reach):
+   * the row still says running, and the recovery sweep must not run them again in this process.
+   * (A restart resumes them, as after a crash before that commit.) Values are unused. */
+  ag_map stranded;
   size_t sessions; /* session objects alive, including ended ones waiting for a callback */
   size_t ops;      /* runtime-level store operations outstanding (recovery listing) */
   bool shutting_down;
@@ -332,7 +336,11 @@ static void on_committed(int err, void *ud) {
   void (*next)(ag_session *) = s->after_commit;
   s->after_commit = NULL;
   if (s->phase == PH_ENDING) { /* the final commit */
-    if (err < 0) ag_log_error(s->id, "final commit failed: %s", ag_strerror(err));
+    if (err < 0) {
+      ag_log_error(s->id, "final commit failed: %s", ag_strerror(err));
+      if (s->id && ag_map_put(&s->rt->stranded, s->id, s->rt) < 0)
+        ag_log_error(s->id, "out of memory: the recovery sweep may run this session again");
+    }
     deliver_end(s);
     return;
   }
@@ -385,17 +393,20 @@ static void finish(ag_session *s, int state, int err, const char *msg) {
   s->state = state;
   if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED) set_str(&s->error, msg);
   if (s->pend_call_id && !s->has_finish) {
-    /* A plain call whose intent was committed never ran (cancelled, or failed before it): close
-     * its started row, so that no reader takes it for a call still in flight. */
+    /* A plain call whose intent was committed and whose result is not: close its started row, so
+     * that no reader takes it for a call still in flight. If the tool did run (the session ended
+     * while its output was being stored), the row says what it returned; otherwise it never ran. */
     exec_rec_deinit(&s->finish_rec);
     s->finish_rec.tool_call_id = strdup(s->pend_call_id);
-    s->finish_rec.result = strdup("not run: the session ended first");
-    s->finish_rec.status = strdup("interrupted");
+    s->finish_rec.result = strdup(s->tool_out ? ag_buf_cstr(&s->tool_out->text) : "not run: the session ended first");
+    s->finish_rec.status = strdup(s->tool_out ? (s->tool_out->is_error ? "error" : "ok") : "interrupted");
     s->finish_rec.finished_at = ag_unix_ms();
     s->has_finish = s->finish_rec.tool_call_id && s->finish_rec.result && s->finish_rec.status;
   }
   if (commit(s, NULL) < 0) {
     ag_log_error(s->id, "could not queue the final commit");
+    if (s->id && ag_map_put(&s->rt->stranded, s->id, s->rt) < 0)
+      ag_log_error(s->id, "out of memory: the recovery sweep may run this session again");
     s->phase = PH_ENDING;
     deliver_end(s);
     return;
@@ -1144,6 +1155,7 @@ int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out) {
   if (!rt) return AG_ENOMEM;
   rt->cfg = *cfg;
   ag_map_init(&rt->live);
+  ag_map_init(&rt->stranded);
   *out = rt;
   return 0;
 }
@@ -1172,6 +1184,7 @@ void ag_runtime_shutdown(ag_runtime *rt) {
 void ag_runtime_free(ag_runtime *rt) {
   if (!rt) return;
   ag_map_deinit(&rt->live);
+  ag_map_deinit(&rt->stranded);
   free(rt);
 }
 
@@ -1390,8 +1403,9 @@ typedef struct recover_op {
   void *ud;
 } recover_op;
 
+/* 1 when the session is live here (nothing to do), 0 when a run was started for it. */
 static int recover_one(ag_runtime *rt, const char *id) {
-  if (ag_map_get(&rt->live, id)) return 0;
+  if (ag_map_get(&rt->live, id) || ag_map_get(&rt->stranded, id)) return 1;
   ag_run_events none = {0};
   return load_live(rt, id, NULL, -1, &none, NULL);
 }
@@ -1404,7 +1418,7 @@ static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud)
     int rc = recover_one(op->rt, recs[i].id);
     if (rc < 0)
       ag_log_error(recs[i].id, "could not resume the session: %s", ag_strerror(rc));
-    else
+    else if (rc == 0)
       started++;
   }
   ag_session_recs_free(recs, n);

@@ -44,7 +44,11 @@ static void store_failed(ag_http_req *req, int err, const char *what) {
     return;
   case AG_ECONNECT:
   case AG_ETIMEDOUT:
+  case AG_EUNAVAIL:
     ag_api_error(req, 503, "server_error", "storage_unavailable", NULL, "%s: the database is unreachable", what);
+    return;
+  case AG_ESHUTDOWN:
+    ag_api_error(req, 503, "server_error", "shutting_down", NULL, "%s: the server is shutting down", what);
     return;
   default: ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what); return;
   }
@@ -205,6 +209,14 @@ static int apply_fields(const ag_json *body, ag_tool_rec *t, const char **param,
 }
 
 static ag_json *parse_body(ag_http_req *req) {
+  /* A web page the operator visits can send a "simple" cross-site POST to 127.0.0.1 (text/plain,
+   * no preflight); application/json cannot be sent that way, so admin writes require it. */
+  ag_slice ct = {0};
+  if (!ag_http_req_header(req, "content-type", &ct) || !ag_slice_starts_with(ct, "application/json")) {
+    ag_api_error(req, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                 "admin requests must be sent with Content-Type: application/json");
+    return NULL;
+  }
   ag_slice b = ag_http_req_body(req);
   if (b.len > MAX_DEF_BYTES) {
     ag_api_error(req, 413, "invalid_request_error", "body_too_large", NULL, "a tool definition is at most %u bytes",
@@ -231,6 +243,7 @@ typedef struct op {
   int64_t id;
   ag_json *patch; /* PATCH: the body, applied to the stored row */
   int expected_version;
+  char *old_name; /* PATCH: the name before, to unload it if the tool was renamed; DELETE: the name */
 } op;
 
 static op *op_new(ag_api_ctx *ctx, ag_http_req *req, int status) {
@@ -245,6 +258,7 @@ static op *op_new(ag_api_ctx *ctx, ag_http_req *req, int status) {
 
 static void op_free(op *o) {
   ag_json_free(o->patch);
+  free(o->old_name);
   free(o);
 }
 
@@ -255,9 +269,11 @@ static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
     store_failed(o->req, err, "could not store the tool");
   } else {
     char why[512] = "";
+    /* Renamed: the old name must stop running this tool. */
+    if (o->old_name && strcmp(o->old_name, t->name) != 0) ag_tool_registry_remove(o->ctx->tools, o->old_name);
     if (ag_tool_registry_put(o->ctx->tools, t, why, sizeof why) < 0)
-      /* Checked before it was stored, so only memory can fail here; the row is stored and the
-       * next start loads it. */
+      /* Checked before it was stored, so only memory (or a race with another write) can fail
+       * here; the row is stored and the next start loads it. */
       ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
     respond_json(o->req, o->status, tool_json(t));
   }
@@ -267,7 +283,12 @@ static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
 
 static bool check_def(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_rec *t) {
   char why[512] = "";
-  if (ag_tool_registry_check(ctx->tools, t, why, sizeof why) == 0) return true;
+  int rc = ag_tool_registry_check(ctx->tools, t, why, sizeof why);
+  if (rc == 0) return true;
+  if (rc == AG_EEXIST) {
+    ag_api_error(req, 409, "invalid_request_error", "tool_exists", "name", "%s", why);
+    return false;
+  }
   /* The field is the text before the first ':' or '.' ("executor_config.url: ..."). */
   char param[64];
   size_t k = strcspn(why, ":.[");
@@ -332,7 +353,8 @@ static void on_patch_base(int err, ag_tool_rec *t, void *ud) {
     goto done;
   }
   const char *param = NULL;
-  char why[512] = "";
+  char why[512] = "", old_name[160];
+  snprintf(old_name, sizeof old_name, "%s", t->name);
   int rc = apply_fields(o->patch, t, &param, why, sizeof why);
   if (rc == AG_ENOMEM) {
     ag_api_error(o->req, 500, "server_error", NULL, NULL, "out of memory");
@@ -344,6 +366,8 @@ static void on_patch_base(int err, ag_tool_rec *t, void *ud) {
   }
   if (!check_def(o->ctx, o->req, t)) goto done;
   int expected = o->expected_version ? o->expected_version : t->version;
+  free(o->old_name);
+  o->old_name = o->patch ? ag_strdup(old_name) : NULL;
   o->status = 200;
   /* A definition change only; activation has its own route (see patch_tool). */
   rc = ag_store_tool_update(o->ctx->store, t, expected, on_tool_written, o);
@@ -395,6 +419,7 @@ static void on_deleted(int err, void *ud) {
     op_free(o);
     return;
   }
+  if (o->old_name) ag_tool_registry_remove(o->ctx->tools, o->old_name);
   char body[96];
   snprintf(body, sizeof body, "{\"id\":%lld,\"deleted\":true}", (long long)o->id);
   (void)ag_http_respond(o->req, 200, "application/json", NULL, body, strlen(body));
@@ -416,7 +441,9 @@ static void on_delete_base(int err, ag_tool_rec *t, void *ud) {
     op_free(o);
     return;
   }
-  if (t->active) ag_tool_registry_remove(o->ctx->tools, t->name);
+  /* Unloaded once the row is marked (on_deleted): a failed delete leaves the tool running, as
+   * the database still says it is active. */
+  if (t->active) o->old_name = ag_strdup(t->name);
   ag_tool_rec_free(t);
   int rc = ag_store_tool_delete(o->ctx->store, o->id, on_deleted, o);
   if (rc < 0) {
@@ -690,7 +717,7 @@ static void on_listed_remote(int err, const char *errmsg, const ag_mcp_tool *too
     char *tags[2] = {"mcp", o->prefix && o->prefix[0] ? o->prefix : "mcp"};
     r->name = ag_strdup(name);
     r->description = ag_strdup(mt->description ? mt->description : (mt->title ? mt->title : ""));
-    r->input_schema = ag_strdup(mt->input_schema);
+    r->input_schema = ag_strdup(mt->input_schema ? mt->input_schema : "{\"type\":\"object\"}");
     r->executor = ag_strdup("mcp");
     r->executor_config = rc == 0 ? ag_buf_take(&cfg) : NULL;
     r->risk = ag_strdup(mt->destructive_hint == 1 ? "high" : mt->read_only_hint == 1 ? "low" : "medium");

@@ -122,7 +122,7 @@ void ag__api_query(ag_http_req *req, const char *name, char *out, size_t outlen)
         char c = q.ptr[p];
         if (c == '+') {
           c = ' ';
-        } else if (c == '%' && p + 2 < end + 1 && hexval(q.ptr[p + 1]) >= 0 && hexval(q.ptr[p + 2]) >= 0) {
+        } else if (c == '%' && p + 2 < end && hexval(q.ptr[p + 1]) >= 0 && hexval(q.ptr[p + 2]) >= 0) {
           c = (char)(hexval(q.ptr[p + 1]) * 16 + hexval(q.ptr[p + 2]));
           p += 2;
         }

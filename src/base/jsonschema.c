@@ -42,15 +42,16 @@
 
 #define MAX_DEPTH AG_JSONSCHEMA_MAX_DEPTH
 #define PATTERN_WEIGHT 20000u         /* regcomp() size of one pattern, in repeated atoms */
-#define TOTAL_PATTERN_WEIGHT 200000ul  /* the same, summed over a schema (regcomp() time) */
+#define TOTAL_PATTERN_WEIGHT 200000ul /* the same, summed over a schema (regcomp() time) */
 /* glibc's regexec() slows down quadratically with the subject length on patterns whose DFA has
  * many states (measured: 0.3 s for 16 KB, 5 s for 64 KB with "(a|b)*a(a|b){20}c"), so the text
  * matched in one validation is budgeted as the sum of squared lengths: one string of the maximum
  * length, or many shorter ones. */
-#define RX_BUDGET ((unsigned long long)(AG_JSONSCHEMA_MAX_PATTERN_SUBJECT + 16) * (AG_JSONSCHEMA_MAX_PATTERN_SUBJECT + 16))
-#define MAX_GROUPS 64                /* nesting of groups in one pattern */
-#define MSG_CAP 4096                 /* bytes of error text collected by one validation */
-#define SUB_MSG_CAP 1024             /* the same for one alternative of anyOf/oneOf */
+#define RX_BUDGET                                                                                                      \
+  ((unsigned long long)(AG_JSONSCHEMA_MAX_PATTERN_SUBJECT + 16) * (AG_JSONSCHEMA_MAX_PATTERN_SUBJECT + 16))
+#define MAX_GROUPS 64    /* nesting of groups in one pattern */
+#define MSG_CAP 4096     /* bytes of error text collected by one validation */
+#define SUB_MSG_CAP 1024 /* the same for one alternative of anyOf/oneOf */
 
 static const char META07_URI[] = "http://json-schema.org/draft-07/schema";
 
@@ -175,9 +176,12 @@ static int append_seg(ag_buf *b, const char *k, size_t n, size_t cut) {
   }
   int rc = ag_buf_append_char(b, '/');
   for (size_t i = 0; i < n && rc == 0; i++) {
-    if (k[i] == '~') rc = ag_buf_append(b, "~0", 2);
-    else if (k[i] == '/') rc = ag_buf_append(b, "~1", 2);
-    else rc = ag_buf_append_char(b, k[i]);
+    if (k[i] == '~')
+      rc = ag_buf_append(b, "~0", 2);
+    else if (k[i] == '/')
+      rc = ag_buf_append(b, "~1", 2);
+    else
+      rc = ag_buf_append_char(b, k[i]);
   }
   if (truncated && rc == 0) rc = ag_buf_append_str(b, "...");
   return rc;
@@ -329,7 +333,7 @@ static int cps_negate(cpset *s) {
 static int cps_class(cpset *s, int esc) {
   static const uint32_t digit[][2] = {{'0', '9'}};
   static const uint32_t word[][2] = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
-  static const uint32_t space[][2] = {{0x09, 0x0D}, {0x20, 0x20},     {0xA0, 0xA0},     {0x1680, 0x1680},
+  static const uint32_t space[][2] = {{0x09, 0x0D},     {0x20, 0x20},     {0xA0, 0xA0},     {0x1680, 0x1680},
                                       {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F},
                                       {0x3000, 0x3000}, {0xFEFF, 0xFEFF}};
   const uint32_t(*t)[2];
@@ -532,8 +536,10 @@ static int rx_set(rxt *t, cpset *s) {
 static int rx_set1(rxt *t, uint32_t lo, uint32_t hi) {
   cpset s = {0};
   int rc = cps_add(&s, lo, hi);
-  if (rc < 0) rc = rx_fail(t, rc, "out of memory");
-  else rc = rx_set(t, &s);
+  if (rc < 0)
+    rc = rx_fail(t, rc, "out of memory");
+  else
+    rc = rx_set(t, &s);
   free(s.r);
   return rc;
 }
@@ -588,8 +594,10 @@ static bool rx_uescape(rxt *t, uint32_t *cp) {
     const unsigned char *save = t->p;
     uint32_t lo;
     t->p += 2;
-    if (rx_hex(t, 4, &lo) && lo >= 0xDC00 && lo <= 0xDFFF) *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
-    else t->p = save;
+    if (rx_hex(t, 4, &lo) && lo >= 0xDC00 && lo <= 0xDFFF)
+      *cp = 0x10000 + ((*cp - 0xD800) << 10) + (lo - 0xDC00);
+    else
+      t->p = save;
   }
   return true;
 }
@@ -676,10 +684,12 @@ static int rx_class(rxt *t) {
           if (rc < 0) break;
         } else {
           int r = rx_char_escape(t, c, &cp);
-          if (r < 0) rc = r;
+          if (r < 0)
+            rc = r;
           else if (r == 0 && c >= 0x20 && c < 0x7F)
             rc = rx_fail(t, AG_EINVAL, "invalid escape \\%c in a character class", c);
-          else if (r == 0) rc = rx_fail(t, AG_EINVAL, "invalid escape in a character class");
+          else if (r == 0)
+            rc = rx_fail(t, AG_EINVAL, "invalid escape in a character class");
           if (rc < 0) break;
         }
       } else {
@@ -694,8 +704,10 @@ static int rx_class(rxt *t) {
           continue;
         }
         hi = lo;
-        if (esc) rc = cps_class(&s, esc);
-        else rc = cps_add(&s, lo, hi);
+        if (esc)
+          rc = cps_class(&s, esc);
+        else
+          rc = cps_add(&s, lo, hi);
         if (rc < 0 && t->rc == 0) rc = rx_fail(t, rc, "out of memory");
         break;
       }
@@ -717,9 +729,12 @@ static int rx_class(rxt *t) {
     if (rc == 0) rc = rx_weigh(t, 1);
   } else if (rc == 0) {
     if (neg) rc = cps_negate(&s);
-    if (rc < 0) rc = rx_fail(t, rc, "out of memory");
-    else if (!t->out) rc = rx_weigh(t, 1);
-    else rc = rx_set(t, &s);
+    if (rc < 0)
+      rc = rx_fail(t, rc, "out of memory");
+    else if (!t->out)
+      rc = rx_weigh(t, 1);
+    else
+      rc = rx_set(t, &s);
   }
   free(s.r);
   if (rc == 0) t->last = LAST_ATOM;
@@ -760,8 +775,10 @@ static int rx_escape(rxt *t) {
   if (c && strchr("dDwWsS", c)) {
     cpset s = {0};
     int rc = cps_class(&s, c);
-    if (rc < 0) rc = rx_fail(t, rc, "out of memory");
-    else rc = rx_set(t, &s);
+    if (rc < 0)
+      rc = rx_fail(t, rc, "out of memory");
+    else
+      rc = rx_set(t, &s);
     free(s.r);
     t->last = LAST_ATOM;
     return rc;
@@ -834,7 +851,10 @@ static int rx_group_open(rxt *t) {
 /* Translates (or, with out == NULL, checks) an ECMA-262 pattern; *weight (may be NULL) gets its
  * size in repeated atoms. */
 static int rx_translate(const char *src, size_t len, ag_buf *out, unsigned long *weight, char *why, size_t whylen) {
-  rxt t = {.p = (const unsigned char *)src, .end = (const unsigned char *)src + len, .out = out, .why = why,
+  rxt t = {.p = (const unsigned char *)src,
+           .end = (const unsigned char *)src + len,
+           .out = out,
+           .why = why,
            .whylen = whylen};
   while (t.p < t.end && t.rc == 0) {
     int c = *t.p;
@@ -891,9 +911,12 @@ static int rx_translate(const char *src, size_t len, ag_buf *out, unsigned long 
       if (ok && t.p < t.end && *t.p == '}') {
         t.p++;
         char q[64];
-        if (!bounded) snprintf(q, sizeof q, "{%lu,}", lo);
-        else if (hi == lo) snprintf(q, sizeof q, "{%lu}", lo);
-        else snprintf(q, sizeof q, "{%lu,%lu}", lo, hi);
+        if (!bounded)
+          snprintf(q, sizeof q, "{%lu,}", lo);
+        else if (hi == lo)
+          snprintf(q, sizeof q, "{%lu}", lo);
+        else
+          snprintf(q, sizeof q, "{%lu,%lu}", lo, hi);
         (void)rx_quant(&t, lo, hi, bounded, q);
       } else {
         t.p = save + 1; /* not a quantifier: a literal brace (ECMA-262 Annex B) */
@@ -911,7 +934,8 @@ static int rx_translate(const char *src, size_t len, ag_buf *out, unsigned long 
       if (cps_add(&s, '\n', '\n') < 0 || cps_add(&s, '\r', '\r') < 0 || cps_add(&s, 0x2028, 0x2029) < 0 ||
           cps_negate(&s) < 0)
         rx_fail(&t, AG_ENOMEM, "out of memory");
-      else (void)rx_set(&t, &s);
+      else
+        (void)rx_set(&t, &s);
       free(s.r);
       t.last = LAST_ATOM;
       break;
@@ -1248,12 +1272,15 @@ static size_t uri_span(const char *s, size_t n, const char *extra, bool iri, boo
   while (i < n) {
     unsigned char c = (unsigned char)s[i];
     size_t p;
-    if (uri_unreserved(c, iri) || uri_subdelim(c) || (c && strchr(extra, c))) i++;
-    else if ((p = uri_pct(s + i, n - i)) != 0) i += p;
+    if (uri_unreserved(c, iri) || uri_subdelim(c) || (c && strchr(extra, c)))
+      i++;
+    else if ((p = uri_pct(s + i, n - i)) != 0)
+      i += p;
     else if (c == '%') {
       *bad = true;
       return i;
-    } else break;
+    } else
+      break;
   }
   return i;
 }
@@ -1511,13 +1538,13 @@ typedef struct nodelist {
 } nodelist;
 
 struct node {
-  uint8_t kind;   /* K_* */
-  uint8_t types;  /* T_* bits of "type"; 0 when absent */
-  uint8_t format; /* F_* */
-  uint8_t content; /* C_*: draft-07 contentEncoding/contentMediaType assertions */
-  uint8_t state;  /* in-place walk: 0 new, 1 on the stack, 2 done */
-  uint32_t has;   /* H_* */
-  unsigned height; /* longest chain of in-place edges below this node */
+  uint8_t kind;     /* K_* */
+  uint8_t types;    /* T_* bits of "type"; 0 when absent */
+  uint8_t format;   /* F_* */
+  uint8_t content;  /* C_*: draft-07 contentEncoding/contentMediaType assertions */
+  uint8_t state;    /* in-place walk: 0 new, 1 on the stack, 2 done */
+  uint32_t has;     /* H_* */
+  unsigned height;  /* longest chain of in-place edges below this node */
   const char *path; /* schema location, for compile-time messages */
   node *ref;
   const ag_json *enum_v, *const_v; /* borrowed from the document */
@@ -1744,10 +1771,14 @@ static int remove_dots(ag_buf *out, const char *p, size_t n) {
   while (i < n && rc == 0) {
     const char *r = in + i;
     size_t left = n - i;
-    if (left >= 3 && memcmp(r, "../", 3) == 0) i += 3;
-    else if (left >= 2 && memcmp(r, "./", 2) == 0) i += 2;
-    else if (left >= 3 && memcmp(r, "/./", 3) == 0) i += 2;
-    else if (left == 2 && memcmp(r, "/.", 2) == 0) in[++i] = '/';
+    if (left >= 3 && memcmp(r, "../", 3) == 0)
+      i += 3;
+    else if (left >= 2 && memcmp(r, "./", 2) == 0)
+      i += 2;
+    else if (left >= 3 && memcmp(r, "/./", 3) == 0)
+      i += 2;
+    else if (left == 2 && memcmp(r, "/.", 2) == 0)
+      in[++i] = '/';
     else if ((left >= 4 && memcmp(r, "/../", 4) == 0) || (left == 3 && memcmp(r, "/..", 3) == 0)) {
       i += 3;
       if (left == 3) in[--i] = '/';
@@ -1888,12 +1919,24 @@ static const struct {
   const char *name;
   int kind;
 } subkw[] = {
-    {"additionalItems", SUB_ONE}, {"items", SUB_ITEMS},       {"prefixItems", SUB_LIST},
-    {"contains", SUB_ONE},        {"additionalProperties", SUB_ONE}, {"propertyNames", SUB_ONE},
-    {"if", SUB_ONE},              {"then", SUB_ONE},          {"else", SUB_ONE},
-    {"not", SUB_ONE},             {"allOf", SUB_LIST},        {"anyOf", SUB_LIST},
-    {"oneOf", SUB_LIST},          {"properties", SUB_MAP},    {"patternProperties", SUB_MAP},
-    {"definitions", SUB_MAP},     {"$defs", SUB_MAP},         {"dependentSchemas", SUB_MAP},
+    {"additionalItems", SUB_ONE},
+    {"items", SUB_ITEMS},
+    {"prefixItems", SUB_LIST},
+    {"contains", SUB_ONE},
+    {"additionalProperties", SUB_ONE},
+    {"propertyNames", SUB_ONE},
+    {"if", SUB_ONE},
+    {"then", SUB_ONE},
+    {"else", SUB_ONE},
+    {"not", SUB_ONE},
+    {"allOf", SUB_LIST},
+    {"anyOf", SUB_LIST},
+    {"oneOf", SUB_LIST},
+    {"properties", SUB_MAP},
+    {"patternProperties", SUB_MAP},
+    {"definitions", SUB_MAP},
+    {"$defs", SUB_MAP},
+    {"dependentSchemas", SUB_MAP},
     {"dependencies", SUB_DEPS},
 };
 
@@ -2019,8 +2062,10 @@ static bool get_num(cc *c, const ag_json *j, const char *key, jnum *out) {
     *out = (jnum){false, 0, json_real_value(v)};
     return true;
   }
-  if (json_is_boolean(v)) kerr(c, key, "must be a number (the draft-04 boolean form is not supported)");
-  else kerr(c, key, "must be a number");
+  if (json_is_boolean(v))
+    kerr(c, key, "must be a number (the draft-04 boolean form is not supported)");
+  else
+    kerr(c, key, "must be a number");
   return false;
 }
 
@@ -2127,8 +2172,10 @@ static bool compile_pattern(cc *c, const ag_json *v, rx **out) {
   }
   int rc = rx_compile(c->s, ag_json_str(v), ag_json_str_len(v), out, &c->weight, why, sizeof why);
   if (rc < 0) {
-    if (rc == AG_ENOMEM) cerr(c, rc, "out of memory");
-    else cerr(c, rc, "invalid pattern: %s", why);
+    if (rc == AG_ENOMEM)
+      cerr(c, rc, "out of memory");
+    else
+      cerr(c, rc, "invalid pattern: %s", why);
     return false;
   }
   return true;
@@ -2212,8 +2259,10 @@ static bool compile_deps(cc *c, node *n, const ag_json *j, const char *base, int
       d->klen = iter_key_len(it);
       const ag_json *e = ag_json_iter_value(it);
       size_t m2 = path_push(c, d->key, d->klen);
-      if (k == 1 || (k == 0 && json_is_array(e))) (void)get_strlist(c, e, &d->req);
-      else d->schema = compile(c, e, base, depth + 1);
+      if (k == 1 || (k == 0 && json_is_array(e)))
+        (void)get_strlist(c, e, &d->req);
+      else
+        d->schema = compile(c, e, base, depth + 1);
       path_pop(c, m2);
     }
     path_pop(c, mark);
@@ -2287,8 +2336,8 @@ static node *compile(cc *c, const ag_json *j, const char *base, int depth) {
       kerr(c, unsupported[k], "keyword not supported");
       return NULL;
     }
-  static const char *const strings[] = {"$schema", "$anchor",     "$comment",        "title",
-                                        "description", "format", "contentEncoding", "contentMediaType"};
+  static const char *const strings[] = {"$schema",     "$anchor", "$comment",        "title",
+                                        "description", "format",  "contentEncoding", "contentMediaType"};
   for (size_t k = 0; k < AG_ARRAY_LEN(strings); k++)
     if ((v = ag_json_get(j, strings[k])) && !json_is_string(v)) {
       kerr(c, strings[k], "must be a string");
@@ -2406,8 +2455,10 @@ static node *compile(cc *c, const ag_json *j, const char *base, int depth) {
       pprop *p = &n->pprops[n->npprops++];
       size_t m2 = path_push(c, ag_json_iter_key(it), iter_key_len(it));
       json_t *key = json_stringn(ag_json_iter_key(it), iter_key_len(it));
-      if (!key) cerr(c, AG_ENOMEM, "out of memory");
-      else if (compile_pattern(c, key, &p->re)) p->schema = compile(c, ag_json_iter_value(it), base, depth + 1);
+      if (!key)
+        cerr(c, AG_ENOMEM, "out of memory");
+      else if (compile_pattern(c, key, &p->re))
+        p->schema = compile(c, ag_json_iter_value(it), base, depth + 1);
       json_decref(key);
       path_pop(c, m2);
     }
@@ -2436,7 +2487,8 @@ static node *compile(cc *c, const ag_json *j, const char *base, int depth) {
     return NULL;
 
   /* Containers of schemas that are only reached by $ref: compiled now so that they are checked. */
-  if (!compile_map(c, j, "definitions", base, depth, NULL, NULL) || !compile_map(c, j, "$defs", base, depth, NULL, NULL))
+  if (!compile_map(c, j, "definitions", base, depth, NULL, NULL) ||
+      !compile_map(c, j, "$defs", base, depth, NULL, NULL))
     return NULL;
   return n;
 }
@@ -2587,7 +2639,8 @@ static void resolve_pending(cc *c) {
       if (up.has_scheme || up.has_auth)
         cerr(c, AG_EINVAL, "remote reference \"%s\" is not supported: only references within this schema are resolved",
              p.ref);
-      else cerr(c, AG_EINVAL, "reference \"%s\" does not resolve to anything in this schema", p.ref);
+      else
+        cerr(c, AG_EINVAL, "reference \"%s\" does not resolve to anything in this schema", p.ref);
       return;
     }
     const ag_json *target = r->json;
@@ -2609,12 +2662,15 @@ static void resolve_pending(cc *c) {
         if (!target && !c->rc) {
           ag_buf_reset(&c->path);
           if (ag_buf_append_str(&c->path, saved) < 0) c->path.len = 0;
-          if (bad) cerr(c, AG_EINVAL, "reference \"%s\": invalid ~ escape in JSON pointer", p.ref);
-          else cerr(c, AG_EINVAL, "reference \"%s\" does not resolve to anything in this schema", p.ref);
+          if (bad)
+            cerr(c, AG_EINVAL, "reference \"%s\": invalid ~ escape in JSON pointer", p.ref);
+          else
+            cerr(c, AG_EINVAL, "reference \"%s\" does not resolve to anything in this schema", p.ref);
         }
       } else {
         const res *a = res_find(c, p.uri);
-        if (!a) cerr(c, AG_EINVAL, "reference \"%s\" names no $id or $anchor in this schema", p.ref);
+        if (!a)
+          cerr(c, AG_EINVAL, "reference \"%s\" names no $id or $anchor in this schema", p.ref);
         else {
           target = a->json;
           tbase = a->pbase;
@@ -2805,8 +2861,10 @@ static void render_path(const vc *c, ag_buf *b) {
     return;
   }
   for (size_t i = 0; i < c->depth; i++) {
-    if (c->path[i].key) (void)append_seg(b, c->path[i].key, c->path[i].klen, 100);
-    else msg_fmt(b, "/%zu", c->path[i].idx);
+    if (c->path[i].key)
+      (void)append_seg(b, c->path[i].key, c->path[i].klen, 100);
+    else
+      msg_fmt(b, "/%zu", c->path[i].idx);
   }
 }
 
@@ -2938,9 +2996,13 @@ static int num_cmp(const ag_json *x, const jnum *b) {
 static bool multiple_ok(const ag_json *x, const jnum *m) {
   if (json_is_integer(x) && m->is_int) return json_integer_value(x) % m->i == 0;
   double a = json_is_integer(x) ? (double)json_integer_value(x) : json_real_value(x);
-  double q = a / (m->is_int ? (double)m->i : m->d);
-  if (!isfinite(q)) return false;
-  /* x/m carries the rounding of x, of m and of the division: a few ulps of q. */
+  double d = m->is_int ? (double)m->i : m->d;
+  if (fmod(a, d) == 0) return true; /* exact, e.g. 4.5 and 1.5 */
+  /* A decimal multipleOf such as 0.01 has no exact double: 19.99 / 0.01 is 1998.9999999999998.
+   * The quotient carries the rounding of x, of m and of the division, a few ulps; beyond 2^53
+   * every double is an integer and the quotient proves nothing, so fmod's answer stands. */
+  double q = a / d;
+  if (!isfinite(q) || fabs(q) >= 9007199254740992.0) return false;
   return fabs(q - round(q)) <= 4 * DBL_EPSILON * fabs(q);
 }
 
@@ -3107,18 +3169,21 @@ static bool v_alternatives(vc *c, const nodelist *l, const ag_json *x, bool one)
     bool r = v_node(c, l->v[i], x);
     c->sk = parent;
     if (!r) continue;
-    if (matched == 0) m1 = i;
-    else m2 = i;
+    if (matched == 0)
+      m1 = i;
+    else
+      m2 = i;
     matched++;
     if (!one || matched > 1) break;
   }
-  bool ok = false, go_on = true;
+  /* Errors go to the parent sink; whether to go on collecting is the caller's keep_going(). */
+  bool ok = false;
   if (c->fatal) {
-    go_on = false;
+    ok = false;
   } else if (matched == 1 || (!one && matched > 0)) {
     ok = true;
   } else if (matched > 1) {
-    go_on = vfail(c, E_OTHER, 0, "must match exactly one of the oneOf alternatives, but matches [%zu] and [%zu]", m1, m2);
+    (void)vfail(c, E_OTHER, 0, "must match exactly one of the oneOf alternatives, but matches [%zu] and [%zu]", m1, m2);
   } else {
     uint8_t want = 0;
     size_t other = 0, which = 0;
@@ -3131,10 +3196,9 @@ static bool v_alternatives(vc *c, const nodelist *l, const ag_json *x, bool one)
       }
     }
     if (other == 0) {
-      go_on = vfail_type(c, want, x);
+      (void)vfail_type(c, want, x);
     } else if (other == 1) {
-      (void)v_node(c, l->v[which], x);
-      go_on = keep_going(c);
+      (void)v_node(c, l->v[which], x); /* fails again, now reporting to the parent */
     } else {
       ag_buf m;
       ag_buf_init(&m, parent->buf.max);
@@ -3142,14 +3206,13 @@ static bool v_alternatives(vc *c, const nodelist *l, const ag_json *x, bool one)
       for (size_t i = 0; i < ran && i < 6; i++)
         msg_fmt(&m, "%s[%zu] %s", i ? "; " : "", i, ag_buf_cstr(&subs[i].buf));
       msg_str(&m, ran > 6 ? "; ...)" : ")");
-      go_on = vfail(c, E_OTHER, 0, "%s", ag_buf_cstr(&m));
+      (void)vfail(c, E_OTHER, 0, "%s", ag_buf_cstr(&m));
       ag_buf_deinit(&m);
     }
   }
   for (size_t i = 0; i < ran; i++)
     ag_buf_deinit(&subs[i].buf);
   free(subs);
-  (void)go_on;
   return ok;
 }
 
@@ -3174,8 +3237,10 @@ static const prop *find_prop(const node *n, const char *k, size_t klen) {
     size_t mid = lo + (hi - lo) / 2;
     int r = cmp_keys(k, klen, n->props[mid].key, n->props[mid].klen);
     if (r == 0) return &n->props[mid];
-    if (r < 0) hi = mid;
-    else lo = mid + 1;
+    if (r < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
   }
   return NULL;
 }
@@ -3183,24 +3248,23 @@ static const prop *find_prop(const node *n, const char *k, size_t klen) {
 static bool budget(vc *c, size_t cost) {
   c->steps += cost;
   if (c->steps > AG_JSONSCHEMA_MAX_STEPS) {
-    vfatal(c, AG_ELIMIT, "validation stopped: the schema needs more than %u evaluation steps",
-           AG_JSONSCHEMA_MAX_STEPS);
+    vfatal(c, AG_ELIMIT, "validation stopped: the schema needs more than %u evaluation steps", AG_JSONSCHEMA_MAX_STEPS);
     return false;
   }
   return true;
 }
 
-#define FAIL(...)                                                                                                    \
-  do {                                                                                                               \
-    ok = false;                                                                                                      \
-    if (!vfail(c, E_OTHER, 0, __VA_ARGS__)) return false;                                                            \
+#define FAIL(...)                                                                                                      \
+  do {                                                                                                                 \
+    ok = false;                                                                                                        \
+    if (!vfail(c, E_OTHER, 0, __VA_ARGS__)) return false;                                                              \
   } while (0)
-#define CHECK(expr)                                                                                                  \
-  do {                                                                                                               \
-    if (!(expr)) {                                                                                                   \
-      ok = false;                                                                                                    \
-      if (!keep_going(c)) return false;                                                                              \
-    }                                                                                                                \
+#define CHECK(expr)                                                                                                    \
+  do {                                                                                                                 \
+    if (!(expr)) {                                                                                                     \
+      ok = false;                                                                                                      \
+      if (!keep_going(c)) return false;                                                                                \
+    }                                                                                                                  \
   } while (0)
 
 static const char *plural(size_t n, const char *one, const char *many) { return n == 1 ? one : many; }
@@ -3212,8 +3276,8 @@ static bool v_unexpected(vc *c, const node *n, const char *k, size_t klen) {
   ag_buf_init(&m, 2048);
   msg_str(&m, "unexpected property ");
   append_quoted(&m, k, klen, 100);
-  if (c->sk->n == 0 && n->addl && n->addl->kind == K_FALSE && n->npprops == 0 && n->nprops > 0 &&
-      n->nprops <= 20 && !find_prop(n, k, klen)) {
+  if (c->sk->n == 0 && n->addl && n->addl->kind == K_FALSE && n->npprops == 0 && n->nprops > 0 && n->nprops <= 20 &&
+      !find_prop(n, k, klen)) {
     msg_str(&m, " (allowed: ");
     for (size_t i = 0; i < n->nprops; i++) {
       if (i) msg_str(&m, ", ");
@@ -3370,8 +3434,10 @@ static bool v_array(vc *c, const node *n, const ag_json *x) {
       if (count >= min && !bounded) break;
     }
     if (count < min) {
-      if (min == 1) FAIL("must contain at least one item matching the \"contains\" schema");
-      else FAIL("must contain at least %zu items matching the \"contains\" schema (found %zu)", min, count);
+      if (min == 1)
+        FAIL("must contain at least one item matching the \"contains\" schema");
+      else
+        FAIL("must contain at least %zu items matching the \"contains\" schema (found %zu)", min, count);
     }
     if (bounded && count > n->maxcont)
       FAIL("must contain at most %zu %s matching the \"contains\" schema (found %zu)", n->maxcont,
@@ -3622,8 +3688,10 @@ int ag_jsonschema_validate_value(const ag_jsonschema *s, const ag_json *instance
       sk.buf.ptr[sk.buf.len] = '\0';
       msg_str(&sk.buf, "; ...");
     }
-    if (sk.buf.len) set_msg(err, errlen, ag_buf_cstr(&sk.buf), sk.buf.len);
-    else set_msgf(err, errlen, "/: invalid");
+    if (sk.buf.len)
+      set_msg(err, errlen, ag_buf_cstr(&sk.buf), sk.buf.len);
+    else
+      set_msgf(err, errlen, "/: invalid");
   } else if (err && errlen) {
     err[0] = '\0';
   }
@@ -3695,11 +3763,29 @@ static bool sc_sub(sc *c, const ag_json *j, const char *k, size_t klen, int dept
 }
 
 static bool sc_schema(sc *c, const ag_json *j, int depth, bool root) {
-  static const char *const kws[] = {
-      "type",    "properties", "required", "additionalProperties", "items",   "enum",     "const",
-      "anyOf",   "$ref",       "$defs",    "definitions",          "title",   "description", "$comment",
-      "pattern", "format",     "multipleOf", "minimum",            "maximum", "exclusiveMinimum",
-      "exclusiveMaximum", "minItems", "maxItems"};
+  static const char *const kws[] = {"type",
+                                    "properties",
+                                    "required",
+                                    "additionalProperties",
+                                    "items",
+                                    "enum",
+                                    "const",
+                                    "anyOf",
+                                    "$ref",
+                                    "$defs",
+                                    "definitions",
+                                    "title",
+                                    "description",
+                                    "$comment",
+                                    "pattern",
+                                    "format",
+                                    "multipleOf",
+                                    "minimum",
+                                    "maximum",
+                                    "exclusiveMinimum",
+                                    "exclusiveMaximum",
+                                    "minItems",
+                                    "maxItems"};
   static const char *const fmts[] = {"date-time", "time", "date", "duration", "email",
                                      "hostname",  "ipv4", "ipv6", "uuid"};
   if (!json_is_object(j)) return sc_fail(c, "boolean schemas are not supported");
@@ -3746,8 +3832,9 @@ static bool sc_schema(sc *c, const ag_json *j, int depth, bool root) {
         listed = ag_json_str_len(r) == klen && memcmp(ag_json_str(r), k, klen) == 0;
       }
       if (!listed)
-        return sc_fail(c, "property \"%s\" must be listed in \"required\" (strict mode requires every property; "
-                          "make optional ones nullable)",
+        return sc_fail(c,
+                       "property \"%s\" must be listed in \"required\" (strict mode requires every property; "
+                       "make optional ones nullable)",
                        k);
       c->chars += klen;
       if (++c->nprops > 5000) return sc_fail(c, "more than 5000 properties in total");

@@ -14,11 +14,13 @@
  * fragments within the document, the draft-07 meta-schema by its URI) plus the draft 2020-12
  * keywords that OpenAI strict mode and MCP tool schemas use: $defs, $anchor, prefixItems (with
  * `items` then meaning the items after them), dependentRequired, dependentSchemas, minContains and
- * maxContains. A root "$schema" naming draft 2019-09 or 2020-12 switches $ref to the 2020-12 rule
- * (siblings of $ref are evaluated, not ignored). `format` is an assertion for date-time, date,
- * time, duration, email, idn-email, hostname, ipv4, ipv6, uri, uri-reference, iri,
- * iri-reference, uri-template, uuid, json-pointer, relative-json-pointer and regex; other formats
- * are annotations.
+ * maxContains. A root "$schema" naming draft 2019-09 or 2020-12 switches to the 2020-12 rules
+ * where they differ: siblings of $ref are evaluated rather than ignored, `items` must be a single
+ * schema, contentEncoding/contentMediaType are annotations (draft-07 asserts base64 and
+ * application/json). `format` is an assertion for date-time, date, time, duration, email,
+ * idn-email, hostname, ipv4, ipv6, uri, uri-reference, iri, iri-reference, uri-template, uuid,
+ * json-pointer, relative-json-pointer and regex; other formats (idn-hostname among them: no IDNA
+ * tables here) are annotations.
  *
  * Not supported, each a compile error rather than a silently wrong answer: remote $refs (nothing
  * is fetched), unevaluatedProperties/unevaluatedItems, $dynamicRef/$recursiveRef, and pattern
@@ -26,8 +28,8 @@
  * \p{..}). `pattern` is ECMA-262 syntax translated to a POSIX extended regular expression that
  * works on code points: `.`, classes, \d \w \s and their negations, \uXXXX, lazy quantifiers
  * (same match/no-match answer as greedy) are translated; unknown escapes such as \Z or \A are
- * errors, as ECMA-262 with the u flag says. contentMediaType/contentEncoding are annotations.
- * Numbers are integers or IEEE doubles: integers beyond 64 bits are compared as doubles. */
+ * errors, as ECMA-262 with the u flag says. Numbers are integers or IEEE doubles: integers beyond
+ * 64 bits are compared as doubles. */
 #ifndef AG_BASE_JSONSCHEMA_H
 #define AG_BASE_JSONSCHEMA_H
 
@@ -84,9 +86,9 @@ AG_MUST_CHECK int ag_jsonschema_validate_value(const ag_jsonschema *s, const ag_
  * anyOf (not at the root), $ref alone, $defs/definitions, title, description, $comment, pattern,
  * format in date-time/time/date/duration/email/hostname/ipv4/ipv6/uuid, multipleOf, minimum,
  * maximum, exclusiveMinimum, exclusiveMaximum, minItems, maxItems) within its size limits (10
- * levels of object nesting, 5000 properties, 1000 enum values, 120000 characters of names and
- * values). "default" is refused too, because some OpenAI-compatible endpoints (Azure) reject it.
- * When the answer is false, why (may be NULL) says which rule failed and where. */
+ * levels of nested objects and arrays, 5000 properties, 1000 enum values, 120000 characters of
+ * names and values). "default" is refused too, because some OpenAI-compatible endpoints (Azure)
+ * reject it. When the answer is false, why (may be NULL) says which rule failed and where. */
 bool ag_jsonschema_strict_compatible(const char *text, size_t len, char *why, size_t whylen);
 
 #endif

@@ -160,6 +160,26 @@ static int apply_one(runner *r, const struct ag__migration *m, bool *applied_now
   return rc;
 }
 
+static int table_exists(runner *r, bool *exists) {
+  ag__sql_batch *b = ag__batch_new(AG_DB_SCRIPT, NULL);
+  const char *sql = ag__db_dialect(r->db) == AG_DB_SQLITE
+                        ? "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+                        : "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() "
+                          "AND table_name = 'schema_migrations'";
+  if (!b || !ag__batch_add(b, sql, 0)) {
+    ag__batch_free(b);
+    ag__set_err(r->err, r->errlen, "out of memory");
+    return AG_ENOMEM;
+  }
+  int rc = r->db->vt->exec_sync(r->db, b);
+  if (rc < 0)
+    ag__set_err(r->err, r->errlen, "looking for schema_migrations: %s", b->errmsg);
+  else
+    *exists = ag__cell_int(&b->stmts[0].res, 0, 0) > 0;
+  ag__batch_free(b);
+  return rc;
+}
+
 static int fill_status(runner *r, ag__sql_batch *applied, ag_migration_status **status, size_t *n_status) {
   ag_migration_status *st = calloc(r->n ? r->n : 1, sizeof *st);
   if (!st) return AG_ENOMEM;
@@ -192,14 +212,33 @@ int ag__migrate(ag__db *db, bool apply, ag_migration_status **status, size_t *n_
     }
   }
   int rc = 0;
-  if (!sqlite) rc = script(&r, "SELECT pg_advisory_lock(" PG_MIGRATION_LOCK ")", "taking the migration lock");
+  if (!apply) {
+    /* Only looking (`agentd migrate status`, or a server that must not migrate): write nothing,
+     * take no lock. A database without schema_migrations has every migration pending. */
+    bool exists = false;
+    rc = table_exists(&r, &exists);
+    if (rc < 0) return rc;
+    if (!exists) {
+      ag__sql_batch *none = ag__batch_new(AG_DB_SCRIPT, NULL);
+      if (!none || !ag__batch_add(none, "SELECT 1 WHERE 1 = 0", 0)) {
+        ag__batch_free(none);
+        return AG_ENOMEM;
+      }
+      rc = db->vt->exec_sync(db, none);
+      if (rc == 0 && status) rc = fill_status(&r, none, status, n_status);
+      ag__batch_free(none);
+      return rc < 0 ? rc : (int)r.n;
+    }
+  }
+  if (apply && !sqlite) rc = script(&r, "SELECT pg_advisory_lock(" PG_MIGRATION_LOCK ")", "taking the migration lock");
   if (rc < 0) return rc;
-  bool locked = !sqlite;
+  bool locked = apply && !sqlite;
 
-  rc = script(&r,
-              "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
-              "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
-              "creating schema_migrations");
+  if (apply)
+    rc = script(&r,
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                "checksum TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+                "creating schema_migrations");
   ag__sql_batch *applied = NULL;
   if (rc == 0) rc = read_applied(&r, &applied);
   size_t pending = 0;

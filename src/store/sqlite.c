@@ -275,8 +275,21 @@ static void run_group(sq_db *d, ag__sql_batch *head) {
       b->err = map_error(d, b, 0, sqlite3_errcode(d->db));
       continue;
     }
-    if (run_stmts(d, b) < 0) (void)exec_plain(d, "ROLLBACK TO g");
-    (void)exec_plain(d, "RELEASE g");
+    int rc = run_stmts(d, b);
+    if (rc < 0 && exec_plain(d, "ROLLBACK TO g") < 0) rc = AG_EDB;
+    if (exec_plain(d, "RELEASE g") < 0) rc = AG_EDB;
+    if (rc < 0 && b->err == 0) b->err = rc;
+    /* Some errors (a full disk, an I/O error, out of memory) make SQLite roll back the whole
+     * transaction by itself: what the group did so far is gone, and a savepoint opened now would
+     * start a transaction of its own. Every batch of the group fails; none runs after this one. */
+    if (rc < 0 && sqlite3_get_autocommit(d->db)) {
+      for (ag__sql_batch *x = head; x; x = x->next) {
+        if (x == b || x->err < 0) continue;
+        x->err = AG_EDB;
+        snprintf(x->errmsg, sizeof x->errmsg, "rolled back with the rest of its group");
+      }
+      return;
+    }
   }
   src = sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL);
   if (src != SQLITE_OK) {

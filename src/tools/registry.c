@@ -175,6 +175,21 @@ static int check_name(const ag_tool_registry *reg, const char *name, char *err, 
   return 0;
 }
 
+/* The model's spelling of a name is forgiving (case, '_', '-', a "tool" suffix), so two active
+ * tools must not be told apart only by those: the second would take the first one's place. */
+static int check_unique(const ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen) {
+  if (!rec->active || rec->deleted_at) return 0;
+  char key[128];
+  ag_tools_normalize(rec->name, key, sizeof key);
+  const entry *held = ag_map_get(&reg->catalog, key);
+  if (!held || held->catalog_id == rec->id) return 0;
+  snprintf(err, errlen,
+           "name: \"%s\" is too close to the active tool \"%s\" (names match ignoring case, '_', '-' and a "
+           "trailing \"tool\")",
+           rec->name, held->tool.name);
+  return AG_EEXIST;
+}
+
 /* The input schema must be a valid JSON Schema (compiled here, so every call can be checked
  * against it) that describes an object (a tool's arguments are a JSON object). */
 static int compile_schema(const char *schema, ag_jsonschema **out, char *err, size_t errlen) {
@@ -207,6 +222,7 @@ static int compile_rec(ag_tool_registry *reg, const ag_tool_rec *rec, ag_executo
   *compiled = NULL;
   *schema = NULL;
   int rc = check_name(reg, rec->name, err, errlen);
+  if (rc == 0) rc = check_unique(reg, rec, err, errlen);
   if (rc == 0) rc = compile_schema(rec->input_schema, schema, err, errlen);
   if (rc < 0) return rc;
   ag_executor *ex = ag_tool_registry_executor(reg, rec->executor);

@@ -41,8 +41,10 @@ AG_MUST_CHECK int ag_tool_registry_add_builtin(ag_tool_registry *reg, const char
 const ag_tool *ag_tool_registry_builtin_at(const ag_tool_registry *reg, size_t i);
 
 /* Checks a catalog definition without installing it: the name (not a built-in's, the allowed
- * characters), the input schema (a valid JSON Schema of an object), the executor kind (one this
- * server runs) and its configuration. err names the field and says what is wrong. */
+ * characters, and, for an active row, not the same as another active tool's up to case, '_', '-'
+ * and a "tool" suffix: AG_EEXIST), the input schema (a valid JSON Schema of an object), the
+ * executor kind (one this server runs) and its configuration. err names the field and says what
+ * is wrong. */
 AG_MUST_CHECK int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen);
 /* Installs or replaces the tool of rec->name from a catalog row (borrowed); an inactive or
  * deleted row removes it instead; a system row (a built-in's own) is left alone. Fails like

@@ -89,8 +89,15 @@ test(
     assert.equal(t.deleted, false);
     assert.equal(t.idempotent, true);
 
-    // A second active tool with the same name is a conflict; an inactive one is allowed.
+    // A second active tool with the same name is a conflict, also when it differs only in the ways
+    // a model's spelling may (case, '_', '-', a "tool" suffix); an inactive one is allowed.
     assert.equal((await http(h, 'POST', '/admin/tools', CLOCK)).status, 409);
+    const near = await http(h, 'POST', '/admin/tools', { ...CLOCK, name: 'Clock_Tool' });
+    assert.equal(near.status, 409, near.text);
+    assert.equal(near.json.error.param, 'name');
+    // Admin writes must be JSON (a cross-site page cannot send that without a preflight).
+    const plain = await http(h, 'POST', '/admin/tools', JSON.stringify(CLOCK), { raw: true, headers: { 'content-type': 'text/plain' } });
+    assert.equal(plain.status, 415);
     const twin = await http(h, 'POST', '/admin/tools', { ...CLOCK, active: false, tags: ['other'] });
     assert.equal(twin.status, 201, twin.text);
     assert.equal(twin.json.active, false);

@@ -21,7 +21,8 @@ static const char fixed_text[] =
     "\"ip\":{\"anyOf\":[{\"format\":\"ipv4\"},{\"format\":\"ipv6\"}]},"
     "\"unit\":{\"enum\":[\"c\",\"f\",null,1.5]},\"tuple\":{\"prefixItems\":[{\"const\":1},{\"type\":\"string\"}],"
     "\"items\":false,\"contains\":{\"const\":1}},\"tree\":{\"$ref\":\"#/$defs/node\"},"
-    "\"pick\":{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"integer\",\"exclusiveMinimum\":0},{\"required\":[\"x\"]}]}},"
+    "\"pick\":{\"oneOf\":[{\"type\":\"string\"},{\"type\":\"integer\",\"exclusiveMinimum\":0},{\"required\":[\"x\"]}]}}"
+    ","
     "\"patternProperties\":{\"^x-\":{\"not\":{\"type\":\"null\"}}},\"propertyNames\":{\"maxLength\":16},"
     "\"dependentRequired\":{\"mail\":[\"name\"]},\"dependencies\":{\"url\":{\"required\":[\"when\"]}},"
     "\"if\":{\"required\":[\"unit\"]},\"then\":{\"minProperties\":2},\"maxProperties\":12}";

@@ -80,7 +80,8 @@ static void test_messages(void **state) {
   expect_msg("{\"type\":[\"integer\",\"string\",\"array\"]}", "{}", "/: expected string, integer or array, got object");
   expect_msg("{\"properties\":{\"a\":{\"type\":\"string\"}},\"additionalProperties\":false}", "{\"a\":\"x\",\"b\":1}",
              "/: unexpected property \"b\" (allowed: \"a\")");
-  expect_msg("{\"properties\":{\"a~/b\":{\"type\":\"string\"}}}", "{\"a~/b\":1}", "/a~0~1b: expected string, got number");
+  expect_msg("{\"properties\":{\"a~/b\":{\"type\":\"string\"}}}", "{\"a~/b\":1}",
+             "/a~0~1b: expected string, got number");
   expect_msg("{\"minimum\":1.5,\"exclusiveMaximum\":10}", "10", "/: must be < 10");
   expect_msg("{\"minimum\":1.5}", "1", "/: must be >= 1.5");
   expect_msg("{\"multipleOf\":0.01}", "1.005", "/: must be a multiple of 0.01");
@@ -137,7 +138,10 @@ static void test_types_and_numbers(void **state) {
   expect("{\"multipleOf\":0.1}", "0.3", true);
   expect("{\"multipleOf\":0.0001}", "0.0075", true);
   expect("{\"multipleOf\":2}", "9007199254740993", false); /* exact on integers: 2^53 + 1 is odd */
-  expect("{\"multipleOf\":1e-300}", "1e300", false); /* the quotient overflows: not a multiple we can show */
+  expect("{\"multipleOf\":1e-300}", "1e300", false);       /* the quotient overflows: not a multiple we can show */
+  expect("{\"multipleOf\":3}", "1e20", false);             /* exact: 10^20 = 1 (mod 3), though 1e20/3 looks integral */
+  expect("{\"multipleOf\":1.5}", "4.5", true);
+  expect("{\"multipleOf\":0.01}", "19.99", true);
   expect("{\"maximum\":9223372036854775807}", "9223372036854775807", true);
   expect("{\"exclusiveMaximum\":9223372036854775807}", "9223372036854775806", true);
   expect("{\"minimum\":-9223372036854775808}", "-9223372036854775808", true);
@@ -176,8 +180,9 @@ static void test_strings(void **state) {
 
 static void test_objects_and_arrays(void **state) {
   (void)state;
-  const char *pp = "{\"properties\":{\"a\":{\"type\":\"integer\"}},\"patternProperties\":{\"^x-\":{\"type\":\"string\"}},"
-                   "\"additionalProperties\":{\"type\":\"boolean\"}}";
+  const char *pp =
+      "{\"properties\":{\"a\":{\"type\":\"integer\"}},\"patternProperties\":{\"^x-\":{\"type\":\"string\"}},"
+      "\"additionalProperties\":{\"type\":\"boolean\"}}";
   expect(pp, "{\"a\":1,\"x-y\":\"s\",\"z\":true}", true);
   expect(pp, "{\"x-y\":1}", false);
   expect(pp, "{\"z\":1}", false);
@@ -253,9 +258,11 @@ static void test_refs(void **state) {
   const char *tree = "{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},\"kids\":{\"type\":\"array\","
                      "\"items\":{\"$ref\":\"#\"}}},\"additionalProperties\":false}";
   expect(tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[{\"v\":3}]}]}", true);
-  expect_msg(tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[{\"v\":\"x\"}]}]}", "/kids/0/kids/0/v: expected integer, got string");
-  const char *esc = "{\"a~b\":{\"type\":\"integer\"},\"c/d\":{\"type\":\"integer\"},\"e%f\":{\"type\":\"integer\"},"
-                    "\"properties\":{\"1\":{\"$ref\":\"#/a~0b\"},\"2\":{\"$ref\":\"#/c~1d\"},\"3\":{\"$ref\":\"#/e%25f\"}}}";
+  expect_msg(tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[{\"v\":\"x\"}]}]}",
+             "/kids/0/kids/0/v: expected integer, got string");
+  const char *esc =
+      "{\"a~b\":{\"type\":\"integer\"},\"c/d\":{\"type\":\"integer\"},\"e%f\":{\"type\":\"integer\"},"
+      "\"properties\":{\"1\":{\"$ref\":\"#/a~0b\"},\"2\":{\"$ref\":\"#/c~1d\"},\"3\":{\"$ref\":\"#/e%25f\"}}}";
   expect(esc, "{\"1\":1,\"2\":2,\"3\":3}", true);
   expect(esc, "{\"3\":\"x\"}", false);
   expect("{\"items\":[{\"type\":\"integer\"},{\"$ref\":\"#/items/0\"}]}", "[1,\"a\"]", false);
@@ -304,8 +311,10 @@ static void test_compile_errors(void **state) {
   assert_string_equal(compile_err("{\"items\":{\"properties\":5}}"),
                       "#/items/properties: must be an object whose values are schemas");
   assert_string_equal(compile_err("{\"allOf\":[]}"), "#/allOf: must be a non-empty array of schemas");
-  assert_string_equal(compile_err("{\"anyOf\":[{},3]}"), "#/anyOf/1: a schema must be an object or a boolean, not number");
-  assert_string_equal(compile_err("{\"unevaluatedProperties\":false}"), "#/unevaluatedProperties: keyword not supported");
+  assert_string_equal(compile_err("{\"anyOf\":[{},3]}"),
+                      "#/anyOf/1: a schema must be an object or a boolean, not number");
+  assert_string_equal(compile_err("{\"unevaluatedProperties\":false}"),
+                      "#/unevaluatedProperties: keyword not supported");
   assert_string_equal(compile_err("{\"$dynamicRef\":\"#x\"}"), "#/$dynamicRef: keyword not supported");
   assert_string_equal(compile_err("{\"description\":7}"), "#/description: must be a string");
   assert_string_equal(compile_err("{\"prefixItems\":[{}],\"items\":[{}]}"),
@@ -388,8 +397,8 @@ static void test_patterns(void **state) {
     ag_jsonschema *s = compile_ok(schema);
     int rc = check(s, inst);
     if ((rc == 0) != cases[i].match)
-      fail_msg("pattern %s on %s: expected %s, got %d %s", cases[i].pattern, inst, cases[i].match ? "match" : "no match",
-               rc, g_err);
+      fail_msg("pattern %s on %s: expected %s, got %d %s", cases[i].pattern, inst,
+               cases[i].match ? "match" : "no match", rc, g_err);
     ag_jsonschema_free(s);
   }
   static const struct {
@@ -586,8 +595,9 @@ static void test_limits(void **state) {
   ag_buf_init(&sch, 1u << 20);
   assert_int_equal(ag_buf_append_str(&sch, "{\"$ref\":\"#/definitions/d0\",\"definitions\":{"), 0);
   for (int i = 0; i < 25; i++)
-    assert_int_equal(ag_buf_appendf(&sch, "%s\"d%d\":{\"allOf\":[{\"$ref\":\"#/definitions/d%d\"},{\"$ref\":"
-                                          "\"#/definitions/d%d\"}]}",
+    assert_int_equal(ag_buf_appendf(&sch,
+                                    "%s\"d%d\":{\"allOf\":[{\"$ref\":\"#/definitions/d%d\"},{\"$ref\":"
+                                    "\"#/definitions/d%d\"}]}",
                                     i ? "," : "", i, i + 1, i + 1),
                      0);
   assert_int_equal(ag_buf_append_str(&sch, ",\"d25\":{\"type\":\"integer\"}}}"), 0);
@@ -694,8 +704,9 @@ static void test_strict(void **state) {
                      "\"additionalProperties\":false}",
                      why, sizeof why));
 
-  assert_false(strict("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"additionalProperties\":false}",
-                      why, sizeof why));
+  assert_false(
+      strict("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"additionalProperties\":false}", why,
+             sizeof why));
   assert_string_equal(why, "#: property \"a\" must be listed in \"required\" (strict mode requires every property; "
                            "make optional ones nullable)");
   assert_false(strict("{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"object\",\"properties\":{}}},"
@@ -739,9 +750,9 @@ static void test_strict(void **state) {
     ag_buf_init(&b, 1u << 16);
     for (int i = 0; i < levels; i++)
       assert_int_equal(ag_buf_append_str(&b, i ? "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
-                                               "[\"a\"],\"properties\":{\"a\":"
-                                             : "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
-                                               "[\"a\"],\"properties\":{\"a\":"),
+                                                 "[\"a\"],\"properties\":{\"a\":"
+                                               : "{\"type\":\"object\",\"additionalProperties\":false,\"required\":"
+                                                 "[\"a\"],\"properties\":{\"a\":"),
                        0);
     assert_int_equal(ag_buf_append_str(&b, "{\"type\":\"string\"}"), 0);
     for (int i = 0; i < levels; i++)
@@ -774,9 +785,10 @@ static void *work(void *arg) {
 
 static void test_concurrent(void **state) {
   (void)state;
-  ag_jsonschema *s = compile_ok("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"pattern\":"
-                                "\"^[a-z]+$\"},\"tags\":{\"type\":\"array\",\"uniqueItems\":true,\"items\":{\"pattern\":"
-                                "\"^\\\\w$\"}},\"n\":{\"type\":\"integer\"}}}");
+  ag_jsonschema *s =
+      compile_ok("{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"pattern\":"
+                 "\"^[a-z]+$\"},\"tags\":{\"type\":\"array\",\"uniqueItems\":true,\"items\":{\"pattern\":"
+                 "\"^\\\\w$\"}},\"n\":{\"type\":\"integer\"}}}");
   pthread_t th[4];
   worker w[4];
   for (int i = 0; i < 4; i++) {
@@ -792,11 +804,20 @@ static void test_concurrent(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_messages),      cmocka_unit_test(test_alternatives), cmocka_unit_test(test_types_and_numbers),
-      cmocka_unit_test(test_strings),       cmocka_unit_test(test_objects_and_arrays),
-      cmocka_unit_test(test_keywords_2020), cmocka_unit_test(test_refs),         cmocka_unit_test(test_compile_errors),
-      cmocka_unit_test(test_patterns),      cmocka_unit_test(test_formats),      cmocka_unit_test(test_limits),
-      cmocka_unit_test(test_value_api),     cmocka_unit_test(test_strict),       cmocka_unit_test(test_concurrent),
+      cmocka_unit_test(test_messages),
+      cmocka_unit_test(test_alternatives),
+      cmocka_unit_test(test_types_and_numbers),
+      cmocka_unit_test(test_strings),
+      cmocka_unit_test(test_objects_and_arrays),
+      cmocka_unit_test(test_keywords_2020),
+      cmocka_unit_test(test_refs),
+      cmocka_unit_test(test_compile_errors),
+      cmocka_unit_test(test_patterns),
+      cmocka_unit_test(test_formats),
+      cmocka_unit_test(test_limits),
+      cmocka_unit_test(test_value_api),
+      cmocka_unit_test(test_strict),
+      cmocka_unit_test(test_concurrent),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
