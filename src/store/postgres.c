@@ -26,7 +26,13 @@
  *
  * Callbacks are never called from inside submit: every finished batch goes through a done list
  * emptied by a zero-delay timer. The handles are referenced only while batches are queued, running
- * or awaiting their callback, or while closing, so an idle pool never keeps uv_run() going. */
+ * or awaiting their callback, or while closing, so an idle pool never keeps uv_run() going.
+ *
+ * This file is the pool: the vtable, start and close, the queue, the connections' lifecycle
+ * (resolve, connect, backoff), pipelining a batch and reading its results, dispatch and submit.
+ * Open and the blocking connection are in pg_sync.c, the SQL side (messages, SQLSTATEs, the
+ * placeholder rewrite and statement cache, parameters, results) in pg_sql.c; the state they share
+ * is in pg_internal.h. */
 #include <libpq-fe.h>
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -41,644 +47,7 @@
 #include "base/buf.h"
 #include "base/log.h"
 #include "base/util.h"
-#include "store/db.h"
-#include "store/store.h"
-
-enum {
-  RESULT_CAP = 64 * 1024 * 1024, /* bytes of cells per batch, pointers included */
-  BACKOFF_MIN_MS = 100,
-  BACKOFF_MAX_MS = 5000,
-  MAX_ADDRS = 4,          /* resolved addresses tried per connect attempt */
-  MAX_POOL = 64,          /* more connections than this is a configuration mistake */
-  SQL_CACHE_MAX = 4096,   /* distinct statement texts cached; beyond, statements run unprepared */
-  VARIANTS_MAX = 8,       /* parameter-type signatures prepared per text */
-  STMT_TIMEOUT_PAD = 1000 /* statement_timeout = query_timeout_ms + this */
-};
-
-/* Parameter type OIDs from pg_type.h (not installed with libpq-dev). */
-#define OID_BOOL 16
-#define OID_INT8 20
-#define OID_TEXT 25
-
-#define CONTAINER_OF(ptr, type, field) ((type *)(void *)((char *)(ptr)-offsetof(type, field)))
-
-typedef struct pg_db pg_db;
-typedef struct pg_conn pg_conn;
-
-/* ---- statement cache --------------------------------------------------------------------- */
-
-typedef struct sql_variant {
-  char sig[AG_SQL_MAX_PARAMS + 1]; /* one letter per parameter: n(ull) i(nt) b(ool) t(ext) */
-  uint32_t vid;                    /* names the prepared statement "ag_<vid>" on every connection */
-} sql_variant;
-
-typedef struct sql_ent {
-  const char *sql; /* the key: the caller's static text */
-  char *text;      /* the same with $N placeholders */
-  uint32_t nvar;
-  sql_variant var[VARIANTS_MAX];
-} sql_ent;
-
-/* ---- connections ------------------------------------------------------------------------- */
-
-enum conn_state {
-  CS_WAIT,    /* down; the timer brings the next attempt */
-  CS_RESOLVE, /* uv_getaddrinfo in flight */
-  CS_CONNECT, /* PQconnectPoll in progress */
-  CS_IDLE,    /* connected, in pipeline mode, no batch */
-  CS_BUSY     /* running c->b */
-};
-
-/* What the pipeline owes us, in order: each entry yields results up to a NULL, except SYNC,
- * which yields exactly one PGRES_PIPELINE_SYNC. */
-enum op_kind { OP_PREPARE, OP_STMT, OP_BEGIN, OP_COMMIT, OP_ROLLBACK, OP_SYNC };
-
-typedef struct pipe_op {
-  int kind;
-  size_t idx;   /* the statement it belongs to (for `failed`) */
-  uint32_t vid; /* OP_PREPARE: the variant being prepared */
-} pipe_op;
-
-/* The phases of one batch: which decision comes at the next Sync. */
-enum phase {
-  PH_MAIN,   /* the batch's own pipeline; at Sync: done (after a rollback if needed) */
-  PH_CHECK,  /* WRITE with MUST_CHANGE, inside BEGIN; at Sync: COMMIT or ROLLBACK */
-  PH_END,    /* after that COMMIT/ROLLBACK; at Sync: done */
-  PH_RECOVER /* a ROLLBACK because the server was left in a transaction; at Sync: done or drop */
-};
-
-/* A poll handle is tied to one socket; it lives in its own allocation because a connection may
- * need a new one (new socket) while the old one is still closing. */
-typedef struct poll_box {
-  uv_poll_t h;
-  pg_conn *c;
-} poll_box;
-
-struct pg_conn {
-  pg_db *db;
-  int state; /* enum conn_state */
-  PGconn *pg;
-  poll_box *poll; /* NULL when not polling */
-  int poll_fd;
-  ino_t poll_ino; /* the socket's identity: libpq may close and reopen under the same number */
-  int poll_events;
-  uv_timer_t timer; /* connect timeout, backoff, or the running batch's deadline */
-  uv_getaddrinfo_t gai;
-  bool gai_busy;
-  uint32_t backoff_ms;
-
-  /* The running batch. */
-  ag__sql_batch *b;
-  int phase;
-  pipe_op *ops;
-  size_t nops, cap_ops, next_op;
-  bool flushing;      /* output still buffered in libpq */
-  size_t bytes;       /* result bytes taken so far */
-  size_t cells_cap;   /* capacity of the current statement's cells array */
-  bool stmt_complete; /* the current statement's final result has arrived */
-
-  uint8_t *prepared; /* bit per variant id */
-  size_t prepared_len;
-};
-
-struct pg_db {
-  ag__db base;
-  int pool_size, connect_timeout_ms, query_timeout_ms;
-
-  /* Connection parameters: the parsed URL, with our additions, as libpq keyword arrays. */
-  PQconninfoOption *ci;
-  const char **kw, **val;
-  size_t nbase;         /* entries of kw/val from the URL and our defaults; then per-connect ones */
-  const char *host;     /* NULL: libpq's default (a unix socket) */
-  const char *hostaddr; /* given by the user: no resolution */
-  bool resolve;         /* host is a name or address to resolve with uv_getaddrinfo */
-  char *pool_options;   /* `options` with statement_timeout appended */
-  char connect_timeout_s[16];
-
-  PGconn *sync; /* the blocking connection, until start */
-  uv_loop_t *loop;
-  bool started, closing, torn_down;
-
-  pg_conn *conns;
-  int nconns, nlive;
-  bool connect_failed; /* the last connect attempt failed (and none has succeeded since) */
-  char connect_err[200];
-
-  ag__sql_batch *q_head, *q_tail; /* waiting for a connection, in submission order */
-  size_t nqueued, nrunning;
-  ag__sql_batch *done_head, *done_tail; /* finished, callback not yet called */
-  size_t ndone;
-  uv_timer_t queue_timer;   /* the oldest queued batch's deadline */
-  uv_timer_t deliver_timer; /* zero-delay: runs the callbacks of the done list */
-  bool reffed;
-  size_t nhandles; /* open handles and requests; the last one to go frees the backend */
-  void (*done)(void *ud);
-  void *done_ud;
-
-  sql_ent **cache; /* open addressing on the pointer */
-  size_t cache_slots, cache_n;
-  uint32_t nvariants;
-};
-
-static const struct ag__db_vtbl pg_vtbl;
-
-/* ---- small helpers ----------------------------------------------------------------------- */
-
-/* Copies a message into a fixed buffer: whitespace runs (libpq's messages span lines) become one
- * space, and the cut never splits a UTF-8 character. */
-static void copy_msg(char *dst, size_t dstlen, const char *src) {
-  if (dstlen == 0) return;
-  size_t n = 0;
-  bool space = false;
-  for (const char *p = src ? src : ""; *p && n + 1 < dstlen; p++) {
-    if (*p == '\n' || *p == '\t' || *p == '\r' || *p == ' ') {
-      space = n > 0;
-      continue;
-    }
-    if (space && n + 2 < dstlen) dst[n++] = ' ';
-    space = false;
-    dst[n++] = *p;
-  }
-  n = ag_utf8_cut(dst, n);
-  dst[n] = '\0';
-}
-
-/* The first failure of a batch wins; later ones are consequences. */
-static void batch_fail(ag__sql_batch *b, int err, size_t idx, const char *msg) {
-  if (b->err < 0) return;
-  b->err = err;
-  b->failed = idx;
-  copy_msg(b->errmsg, sizeof b->errmsg, msg);
-}
-
-static int map_sqlstate(const char *st) {
-  if (!st) return AG_EDB;
-  if (strcmp(st, "23505") == 0) return AG_EEXIST;
-  if (strncmp(st, "23", 2) == 0) return AG_EINVAL;
-  /* 08: connection exceptions; 57P01-03: the server is shutting down or starting up. */
-  if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P0", 4) == 0) return AG_ECONNECT;
-  if (strcmp(st, "57014") == 0) return AG_ETIMEDOUT; /* statement_timeout, the backstop */
-  if (strcmp(st, "53200") == 0) return AG_ENOMEM;
-  return AG_EDB;
-}
-
-/* Records a server error for statement idx and logs it (warn for constraints, which are the
- * caller's business, error for everything else). */
-static void batch_pg_error(ag__sql_batch *b, size_t idx, const PGresult *r, PGconn *pg) {
-  if (b->err < 0) return;
-  const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-  const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-  if (!msg) msg = pg ? PQerrorMessage(pg) : "unknown error";
-  int err = map_sqlstate(st);
-  batch_fail(b, err, idx, msg);
-  if (st && strncmp(st, "23", 2) == 0)
-    ag_log_warn(b->key, "postgres: statement %zu: %s (SQLSTATE %s)", idx, b->errmsg, st);
-  else
-    ag_log_error(b->key, "postgres: statement %zu: %s (SQLSTATE %s)", idx, b->errmsg, st ? st : "none");
-}
-
-/* libpq prints notices on stderr unless told otherwise; library code never prints. */
-static void on_notice(void *arg, const PGresult *r) {
-  (void)arg;
-  const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
-  const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
-  if (sev && strcmp(sev, "WARNING") == 0)
-    ag_log_warn(NULL, "postgres: %s", msg ? msg : "");
-  else
-    ag_log_debug(NULL, "postgres: %s", msg ? msg : "");
-}
-
-/* ---- ?N -> $N ---------------------------------------------------------------------------- */
-
-static bool ident_char(unsigned char ch) {
-  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' || ch == '$' ||
-         ch >= 0x80;
-}
-
-/* A heap copy of sql with every ?N outside string literals, quoted identifiers, dollar quotes and
- * comments turned into $N. The length does not change. NULL on OOM. */
-static char *rewrite_placeholders(const char *sql) {
-  char *s = ag_strdup(sql);
-  if (!s) return NULL;
-  size_t n = strlen(s);
-  size_t i = 0;
-  while (i < n) {
-    unsigned char ch = (unsigned char)s[i];
-    unsigned char prev = i > 0 ? (unsigned char)s[i - 1] : ' ';
-    if (ch == '\'') {
-      /* E'...' takes backslash escapes; a plain literal only doubles its quotes
-       * (standard_conforming_strings is on since PostgreSQL 9.1). */
-      bool esc = (prev == 'E' || prev == 'e') && (i < 2 || !ident_char((unsigned char)s[i - 2]));
-      for (i++; i < n; i++) {
-        if (esc && s[i] == '\\') {
-          i++;
-        } else if (s[i] == '\'') {
-          if (i + 1 < n && s[i + 1] == '\'') {
-            i++;
-          } else {
-            break;
-          }
-        }
-      }
-      i++;
-    } else if (ch == '"') {
-      for (i++; i < n; i++) {
-        if (s[i] != '"') continue;
-        if (i + 1 < n && s[i + 1] == '"') {
-          i++;
-        } else {
-          break;
-        }
-      }
-      i++;
-    } else if (ch == '-' && i + 1 < n && s[i + 1] == '-') {
-      while (i < n && s[i] != '\n')
-        i++;
-    } else if (ch == '/' && i + 1 < n && s[i + 1] == '*') {
-      int depth = 1; /* PostgreSQL's block comments nest */
-      for (i += 2; i < n && depth > 0;) {
-        if (s[i] == '/' && i + 1 < n && s[i + 1] == '*') {
-          depth++;
-          i += 2;
-        } else if (s[i] == '*' && i + 1 < n && s[i + 1] == '/') {
-          depth--;
-          i += 2;
-        } else {
-          i++;
-        }
-      }
-    } else if (ch == '$' && !ident_char(prev) && i + 1 < n && !(s[i + 1] >= '0' && s[i + 1] <= '9')) {
-      /* $tag$ ... $tag$ (a tag never starts with a digit, which keeps $1 apart). */
-      size_t j = i + 1;
-      while (j < n && s[j] != '$' && ident_char((unsigned char)s[j]))
-        j++;
-      if (j < n && s[j] == '$') {
-        size_t taglen = j - i + 1;
-        const char *end = NULL;
-        for (size_t k = j + 1; k + taglen <= n; k++) {
-          if (memcmp(s + k, s + i, taglen) == 0) {
-            end = s + k;
-            break;
-          }
-        }
-        i = end ? (size_t)(end - s) + taglen : n;
-      } else {
-        i++;
-      }
-    } else if (ch == '?' && i + 1 < n && s[i + 1] >= '0' && s[i + 1] <= '9') {
-      s[i] = '$';
-      i++;
-    } else {
-      i++;
-    }
-  }
-  return s;
-}
-
-/* Statement texts are string literals, so any byte address is possible: mix the bits. */
-static size_t ptr_hash(const void *p) { return (size_t)(((uintptr_t)p * 0x9E3779B97F4A7C15u) >> 17); }
-
-/* The cache entry for a statement text, created on first use. NULL on OOM or when the cache is
- * full (the caller then rewrites for this one use). */
-static sql_ent *sql_lookup(pg_db *db, const char *sql) {
-  if (db->cache_slots == 0 || (db->cache_n + 1) * 2 > db->cache_slots) {
-    if (db->cache_n >= SQL_CACHE_MAX) goto find_only;
-    size_t nslots = db->cache_slots ? db->cache_slots * 2 : 64;
-    sql_ent **t = calloc(nslots, sizeof *t);
-    if (!t) goto find_only;
-    for (size_t i = 0; i < db->cache_slots; i++) {
-      sql_ent *e = db->cache[i];
-      if (!e) continue;
-      for (size_t k = ptr_hash(e->sql) & (nslots - 1);; k = (k + 1) & (nslots - 1)) {
-        if (!t[k]) {
-          t[k] = e;
-          break;
-        }
-      }
-    }
-    free(db->cache);
-    db->cache = t;
-    db->cache_slots = nslots;
-  }
-find_only:
-  if (db->cache_slots == 0) return NULL;
-  size_t k = ptr_hash(sql) & (db->cache_slots - 1);
-  for (;; k = (k + 1) & (db->cache_slots - 1)) {
-    if (!db->cache[k]) break;
-    if (db->cache[k]->sql == sql) return db->cache[k];
-  }
-  /* Not there: k is a free slot. Refuse to fill the table past half. */
-  if ((db->cache_n + 1) * 2 > db->cache_slots) return NULL;
-  sql_ent *e = calloc(1, sizeof *e);
-  if (!e) return NULL;
-  e->sql = sql;
-  if (!(e->text = rewrite_placeholders(sql))) {
-    free(e);
-    return NULL;
-  }
-  db->cache[k] = e;
-  db->cache_n++;
-  return e;
-}
-
-static sql_variant *variant_for(pg_db *db, sql_ent *e, const char *sig) {
-  for (uint32_t i = 0; i < e->nvar; i++)
-    if (strcmp(e->var[i].sig, sig) == 0) return &e->var[i];
-  if (e->nvar == VARIANTS_MAX || db->nvariants >= SQL_CACHE_MAX * 2) return NULL;
-  sql_variant *v = &e->var[e->nvar++];
-  memcpy(v->sig, sig, strlen(sig) + 1);
-  v->vid = db->nvariants++;
-  return v;
-}
-
-static bool conn_prepared(const pg_conn *c, uint32_t vid) {
-  return vid / 8 < c->prepared_len && (c->prepared[vid / 8] >> (vid % 8)) & 1;
-}
-
-static bool conn_mark_prepared(pg_conn *c, uint32_t vid, bool on) {
-  if (vid / 8 >= c->prepared_len) {
-    if (!on) return true;
-    size_t len = (vid / 8 + 1) * 2;
-    uint8_t *p = realloc(c->prepared, len);
-    if (!p) return false;
-    memset(p + c->prepared_len, 0, len - c->prepared_len);
-    c->prepared = p;
-    c->prepared_len = len;
-  }
-  if (on)
-    c->prepared[vid / 8] |= (uint8_t)(1u << (vid % 8));
-  else
-    c->prepared[vid / 8] &= (uint8_t) ~(1u << (vid % 8));
-  return true;
-}
-
-/* ---- parameters and results -------------------------------------------------------------- */
-
-typedef struct params {
-  const char *values[AG_SQL_MAX_PARAMS];
-  Oid types[AG_SQL_MAX_PARAMS];
-  char ints[AG_SQL_MAX_PARAMS][24];
-  char sig[AG_SQL_MAX_PARAMS + 1];
-} params;
-
-static void params_fill(params *p, const ag__sql_stmt *s) {
-  for (int i = 0; i < s->nparams; i++) {
-    const ag__sql_val *v = &s->params[i];
-    switch (v->type) {
-    case AG_SQL_INT:
-      snprintf(p->ints[i], sizeof p->ints[i], "%lld", (long long)v->i);
-      p->values[i] = p->ints[i];
-      p->types[i] = OID_INT8;
-      p->sig[i] = 'i';
-      break;
-    case AG_SQL_BOOL:
-      p->values[i] = v->i ? "t" : "f";
-      p->types[i] = OID_BOOL;
-      p->sig[i] = 'b';
-      break;
-    case AG_SQL_TEXT:
-      p->values[i] = v->s;
-      p->types[i] = OID_TEXT;
-      p->sig[i] = 't';
-      break;
-    default: /* NULL: no value, and no type, so the server infers it from the context */
-      p->values[i] = NULL;
-      p->types[i] = 0;
-      p->sig[i] = 'n';
-      break;
-    }
-  }
-  p->sig[s->nparams] = '\0';
-}
-
-/* How far one statement's result has come in. */
-typedef struct acc {
-  size_t *bytes;     /* the batch's running total, against RESULT_CAP */
-  size_t *cells_cap; /* capacity of res->cells */
-  bool *complete;    /* a final result (not a single row) has been taken */
-} acc;
-
-/* Takes one PGresult into a statement's result: rows are appended (single-row mode sends them one
- * at a time), and a final result sets `changes`. A multi-statement script sends one final result
- * per statement and the last one is what the caller gets. Returns 0, AG_ENOMEM, AG_ETOOBIG or
- * AG_EDB (see absorb_msg). */
-static int absorb(ag__sql_stmt *s, const PGresult *r, acc *a) {
-  ag__sql_result *res = &s->res;
-  ExecStatusType st = PQresultStatus(r);
-  if (*a->complete) {
-    ag__result_clear(res);
-    res->nrows = 0;
-    res->ncols = 0;
-    res->changes = 0;
-    *a->cells_cap = 0;
-    *a->complete = false;
-  }
-  if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK) {
-    int nf = PQnfields(r);
-    int nt = PQntuples(r);
-    if (res->nrows == 0) res->ncols = nf;
-    if (nf != res->ncols) return AG_EDB; /* cannot happen within one statement */
-    for (int row = 0; row < nt; row++) {
-      if (nf > 0) {
-        size_t need = (res->nrows + 1) * (size_t)nf;
-        if (need > *a->cells_cap) {
-          size_t ncap = *a->cells_cap ? *a->cells_cap * 2 : (size_t)nf * 8;
-          while (ncap < need)
-            ncap *= 2;
-          char **p = realloc(res->cells, ncap * sizeof *p);
-          if (!p) return AG_ENOMEM;
-          res->cells = p;
-          *a->cells_cap = ncap;
-        }
-      }
-      char **dst = res->cells ? res->cells + res->nrows * (size_t)nf : NULL;
-      for (int col = 0; col < nf; col++) {
-        int len = PQgetlength(r, row, col);
-        *a->bytes += (size_t)len + 1 + sizeof(char *);
-        char *cell = NULL;
-        int rc = 0;
-        if (*a->bytes > RESULT_CAP) {
-          rc = AG_ETOOBIG;
-        } else if (!PQgetisnull(r, row, col) && !(cell = ag_strndup(PQgetvalue(r, row, col), (size_t)len))) {
-          rc = AG_ENOMEM;
-        }
-        if (rc < 0) {
-          /* The row is not counted yet, so its first cells are ours to free. */
-          for (int k = 0; k < col; k++)
-            free(dst[k]);
-          return rc;
-        }
-        dst[col] = cell;
-      }
-      res->nrows++;
-    }
-  }
-  if (st != PGRES_SINGLE_TUPLE) {
-    const char *ct = PQcmdTuples((PGresult *)r);
-    res->changes = ct && *ct ? strtoll(ct, NULL, 10) : 0;
-    *a->complete = true;
-  }
-  return 0;
-}
-
-static const char *absorb_msg(int rc) {
-  if (rc == AG_ETOOBIG) return "the result exceeds 64 MiB";
-  if (rc == AG_ENOMEM) return "out of memory";
-  return "the server changed the shape of a result half-way";
-}
-
-static const char *mode_begin(const ag__sql_batch *b) {
-  return b->mode == AG_DB_READ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
-}
-
-static bool has_must_change(const ag__sql_batch *b) {
-  for (size_t i = 0; i < b->n; i++)
-    if (b->stmts[i].flags & AG_DB_MUST_CHANGE) return true;
-  return false;
-}
-
-/* The MUST_CHANGE rule, once the round trip is over. The server runs every statement before the
- * client sees a row count, so a later statement may have failed too; SQLite stops at the first
- * miss, and so does the report here: a miss before the failing statement is the batch's error. */
-static void check_must_change(ag__sql_batch *b) {
-  /* Only a statement's own failure says the ones before it ran (and reported their counts); a
-   * lost connection or a deadline says nothing about them. */
-  if (b->err < 0 && b->err != AG_EINVAL && b->err != AG_EEXIST && b->err != AG_EDB) return;
-  size_t upto = b->err < 0 ? b->failed : b->n;
-  for (size_t i = 0; i < upto && i < b->n; i++) {
-    if ((b->stmts[i].flags & AG_DB_MUST_CHANGE) && b->stmts[i].res.changes == 0) {
-      char msg[64];
-      snprintf(msg, sizeof msg, "statement %zu changed no row", i);
-      b->err = 0; /* the earlier cause wins */
-      batch_fail(b, AG_ENOTFOUND, i, msg);
-      ag_log_debug(b->key, "postgres: %s; batch rolled back", msg);
-      return;
-    }
-  }
-}
-
-/* ---- the blocking connection (open, exec_sync) -------------------------------------------- */
-
-/* Runs one statement on the blocking connection and takes its results into s (NULL: a control
- * statement whose results are only checked). */
-static int sync_run(pg_db *db, ag__sql_batch *b, size_t idx, ag__sql_stmt *s, const char *text, bool script) {
-  PGconn *pg = db->sync;
-  int ok;
-  if (s && !script) {
-    params p;
-    params_fill(&p, s);
-    ok = PQsendQueryParams(pg, text, s->nparams, p.types, p.values, NULL, NULL, 0);
-    if (ok) PQsetSingleRowMode(pg);
-  } else {
-    ok = PQsendQuery(pg, text);
-  }
-  if (!ok) {
-    batch_fail(b, PQstatus(pg) == CONNECTION_BAD ? AG_ECONNECT : AG_EDB, idx, PQerrorMessage(pg));
-    ag_log_error(b->key, "postgres: statement %zu: %s", idx, b->errmsg);
-    return b->err;
-  }
-  size_t bytes = 0, cap = 0;
-  bool complete = false;
-  acc a = {&bytes, &cap, &complete};
-  PGresult *r;
-  while ((r = PQgetResult(pg)) != NULL) {
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR) {
-      if (PQstatus(pg) == CONNECTION_BAD) {
-        batch_fail(b, AG_ECONNECT, idx, PQerrorMessage(pg));
-        ag_log_error(b->key, "postgres: statement %zu: %s", idx, b->errmsg);
-      } else {
-        batch_pg_error(b, idx, r, pg);
-      }
-    } else if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
-      batch_fail(b, AG_EDB, idx, "COPY is not supported in a batch");
-      PQclear(r);
-      PQreset(pg); /* the only clean way out of a COPY we did not ask for */
-      return b->err;
-    } else if (s && b->err == 0) {
-      int rc = absorb(s, r, &a);
-      if (rc < 0) batch_fail(b, rc, idx, absorb_msg(rc));
-    }
-    PQclear(r);
-  }
-  if (b->err < 0 && s) ag__result_clear(&s->res);
-  return b->err;
-}
-
-/* Sends a control statement; its failure is recorded against statement idx. */
-static int sync_control(pg_db *db, ag__sql_batch *b, size_t idx, const char *sql) {
-  return sync_run(db, b, idx, NULL, sql, true);
-}
-
-static int pg_exec_sync(ag__db *d, ag__sql_batch *b) {
-  pg_db *db = (pg_db *)d;
-  if (db->started || !db->sync) return b->err = AG_ESTATE;
-  if (b->err < 0) return b->err;
-  b->failed = 0;
-  b->errmsg[0] = '\0';
-  if (PQstatus(db->sync) != CONNECTION_OK) {
-    PQreset(db->sync); /* blocking, but this is start-up time */
-    if (PQstatus(db->sync) != CONNECTION_OK) {
-      batch_fail(b, AG_ECONNECT, 0, PQerrorMessage(db->sync));
-      return b->err;
-    }
-  }
-
-  if (b->mode == AG_DB_SCRIPT) {
-    for (size_t i = 0; i < b->n && b->err == 0; i++) {
-      ag__sql_stmt *s = &b->stmts[i];
-      if (s->nparams == 0) {
-        (void)sync_run(db, b, i, s, s->sql, true);
-        continue;
-      }
-      sql_ent *e = sql_lookup(db, s->sql);
-      char *tmp = e ? NULL : rewrite_placeholders(s->sql);
-      if (!e && !tmp) {
-        batch_fail(b, AG_ENOMEM, i, "out of memory");
-        break;
-      }
-      (void)sync_run(db, b, i, s, e ? e->text : tmp, false);
-      free(tmp);
-    }
-    /* A failed transaction block accepts nothing but ROLLBACK: end it here, where the reason is
-     * known, rather than leave the connection unusable. */
-    if (b->err < 0 && PQtransactionStatus(db->sync) == PQTRANS_INERROR) {
-      ag__sql_batch *rb = ag__batch_new(AG_DB_SCRIPT, NULL);
-      if (rb) (void)sync_control(db, rb, 0, "ROLLBACK");
-      ag__batch_free(rb);
-    }
-    return b->err;
-  }
-
-  /* WRITE and READ mean what they mean asynchronously. Inside a transaction the caller opened
-   * with a SCRIPT batch, a savepoint gives the batch its own all-or-nothing. */
-  bool inside = PQtransactionStatus(db->sync) != PQTRANS_IDLE;
-  bool txn = b->mode == AG_DB_WRITE || b->n > 1;
-  if (txn && sync_control(db, b, 0, inside ? "SAVEPOINT agentd_batch" : mode_begin(b)) < 0) return b->err;
-  for (size_t i = 0; i < b->n && b->err == 0; i++) {
-    ag__sql_stmt *s = &b->stmts[i];
-    sql_ent *e = sql_lookup(db, s->sql);
-    char *tmp = e ? NULL : rewrite_placeholders(s->sql);
-    if (!e && !tmp) {
-      batch_fail(b, AG_ENOMEM, i, "out of memory");
-      break;
-    }
-    (void)sync_run(db, b, i, s, e ? e->text : tmp, false);
-    free(tmp);
-  }
-  check_must_change(b);
-  if (!txn) return b->err;
-  if (b->err == 0) {
-    (void)sync_control(db, b, b->n ? b->n - 1 : 0, inside ? "RELEASE SAVEPOINT agentd_batch" : "COMMIT");
-  } else {
-    ag__sql_batch *rb = ag__batch_new(AG_DB_SCRIPT, NULL);
-    if (rb)
-      (void)sync_control(db, rb, 0,
-                         inside ? "ROLLBACK TO SAVEPOINT agentd_batch; RELEASE SAVEPOINT agentd_batch" : "ROLLBACK");
-    ag__batch_free(rb);
-  }
-  return b->err;
-}
+#include "store/pg_internal.h"
 
 /* ---- references, delivery, teardown ------------------------------------------------------ */
 
@@ -823,15 +192,15 @@ static void fail_waiting(pg_db *db, ag__sql_batch *b) {
   char msg[256];
   if (db->nlive == 0 && db->connect_failed) {
     snprintf(msg, sizeof msg, "could not connect to the database: %s", db->connect_err);
-    batch_fail(b, AG_ECONNECT, 0, msg);
+    ag__pg_batch_fail(b, AG_ECONNECT, 0, msg);
     ag_log_debug(b->key, "postgres: %s", b->errmsg);
   } else if (b->key && key_running(db, b->key)) {
     snprintf(msg, sizeof msg, "an earlier batch of this session was still running after %d ms", db->query_timeout_ms);
-    batch_fail(b, AG_ETIMEDOUT, 0, msg);
+    ag__pg_batch_fail(b, AG_ETIMEDOUT, 0, msg);
     ag_log_error(b->key, "postgres: %s", b->errmsg);
   } else {
     snprintf(msg, sizeof msg, "no database connection became free within %d ms", db->query_timeout_ms);
-    batch_fail(b, AG_ETIMEDOUT, 0, msg);
+    ag__pg_batch_fail(b, AG_ETIMEDOUT, 0, msg);
     ag_log_error(b->key, "postgres: %s", b->errmsg);
   }
   batch_done(db, b);
@@ -932,7 +301,7 @@ static void schedule_reconnect(pg_conn *c, bool failed) {
 static void attempt_failed(pg_conn *c, const char *why) {
   pg_db *db = c->db;
   char msg[sizeof db->connect_err];
-  copy_msg(msg, sizeof msg, why); /* before PQfinish: `why` may be libpq's own buffer */
+  ag__pg_copy_msg(msg, sizeof msg, why); /* before PQfinish: `why` may be libpq's own buffer */
   uv_timer_stop(&c->timer);
   conn_close_pg(c);
   /* One warning per outage, not one per attempt and connection. */
@@ -953,7 +322,7 @@ static void attempt_failed(pg_conn *c, const char *why) {
 static void conn_drop(pg_conn *c, int err, const char *why) {
   pg_db *db = c->db;
   char msg[200];
-  copy_msg(msg, sizeof msg, why);
+  ag__pg_copy_msg(msg, sizeof msg, why);
   uv_timer_stop(&c->timer);
   conn_close_pg(c);
   db->nlive--;
@@ -963,7 +332,7 @@ static void conn_drop(pg_conn *c, int err, const char *why) {
     db->nrunning--;
     if (b->err == 0) {
       size_t idx = c->next_op < c->nops ? c->ops[c->next_op].idx : (b->n ? b->n - 1 : 0);
-      batch_fail(b, err, idx, msg);
+      ag__pg_batch_fail(b, err, idx, msg);
       ag_log_error(b->key, "postgres: batch failed: %s", b->errmsg);
     }
     batch_done(db, b);
@@ -1028,7 +397,7 @@ static void begin_connect(pg_conn *c, const char *hostlist, const char *hostaddr
     attempt_failed(c, "out of memory");
     return;
   }
-  PQsetNoticeReceiver(c->pg, on_notice, NULL);
+  PQsetNoticeReceiver(c->pg, ag__pg_on_notice, NULL);
   if (PQstatus(c->pg) == CONNECTION_BAD) {
     attempt_failed(c, PQerrorMessage(c->pg));
     return;
@@ -1159,10 +528,10 @@ static int send_stmt(pg_conn *c, size_t i) {
   pg_db *db = c->db;
   ag__sql_stmt *s = &c->b->stmts[i];
   params p;
-  params_fill(&p, s);
-  sql_ent *e = sql_lookup(db, s->sql);
-  sql_variant *v = e ? variant_for(db, e, p.sig) : NULL;
-  if (v && !conn_prepared(c, v->vid) && conn_mark_prepared(c, v->vid, true)) {
+  ag__pg_params_fill(&p, s);
+  sql_ent *e = ag__pg_sql_lookup(db, s->sql);
+  sql_variant *v = e ? ag__pg_variant_for(db, e, p.sig) : NULL;
+  if (v && !ag__pg_conn_prepared(c, v->vid) && ag__pg_conn_mark_prepared(c, v->vid, true)) {
     char name[24];
     snprintf(name, sizeof name, "ag_%u", (unsigned)v->vid);
     /* Marked before the answer so that a second use in this batch does not prepare it again;
@@ -1171,12 +540,12 @@ static int send_stmt(pg_conn *c, size_t i) {
     if (!PQsendPrepare(c->pg, name, e->text, s->nparams, p.types)) return AG_EDB;
   }
   if (push_op(c, OP_STMT, i, 0) < 0) return AG_ENOMEM;
-  if (v && conn_prepared(c, v->vid)) {
+  if (v && ag__pg_conn_prepared(c, v->vid)) {
     char name[24];
     snprintf(name, sizeof name, "ag_%u", (unsigned)v->vid);
     return PQsendQueryPrepared(c->pg, name, s->nparams, p.values, NULL, NULL, 0) ? 0 : AG_EDB;
   }
-  char *tmp = e ? NULL : rewrite_placeholders(s->sql);
+  char *tmp = e ? NULL : ag__pg_rewrite_placeholders(s->sql);
   if (!e && !tmp) return AG_ENOMEM;
   int ok = PQsendQueryParams(c->pg, e ? e->text : tmp, s->nparams, p.types, p.values, NULL, NULL, 0);
   free(tmp);
@@ -1225,10 +594,10 @@ static void conn_run(pg_conn *c, ag__sql_batch *b) {
   uv_timer_start(&c->timer, on_conn_timer, b->deadline_ms > now ? b->deadline_ms - now : 0, 0);
 
   int rc = 0;
-  bool must = b->mode == AG_DB_WRITE && has_must_change(b);
+  bool must = b->mode == AG_DB_WRITE && ag__pg_has_must_change(b);
   bool read_txn = b->mode == AG_DB_READ && b->n > 1;
   c->phase = must ? PH_CHECK : PH_MAIN;
-  if (must || read_txn) rc = send_control(c, OP_BEGIN, 0, mode_begin(b));
+  if (must || read_txn) rc = send_control(c, OP_BEGIN, 0, ag__pg_mode_begin(b));
   for (size_t i = 0; i < b->n && rc == 0; i++)
     rc = send_stmt(c, i);
   if (rc == 0 && read_txn) rc = send_control(c, OP_COMMIT, b->n - 1, "COMMIT");
@@ -1260,7 +629,7 @@ static void phase_done(pg_conn *c) {
   switch (c->phase) {
   case PH_CHECK:
     /* Every statement ran inside BEGIN; the row counts decide. */
-    check_must_change(b);
+    ag__pg_check_must_change(b);
     if (b->err == 0)
       rc = send_control(c, OP_COMMIT, b->n - 1, "COMMIT");
     else
@@ -1302,7 +671,7 @@ static bool handle_result(pg_conn *c, PGresult *r) {
   ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_FATAL_ERROR && PQstatus(c->pg) == CONNECTION_BAD) {
     char msg[256];
-    copy_msg(msg, sizeof msg, PQresultErrorMessage(r));
+    ag__pg_copy_msg(msg, sizeof msg, PQresultErrorMessage(r));
     PQclear(r);
     conn_drop(c, AG_ECONNECT, msg);
     return false;
@@ -1312,19 +681,19 @@ static bool handle_result(pg_conn *c, PGresult *r) {
     ag__sql_stmt *s = &b->stmts[o->idx];
     if (st == PGRES_FATAL_ERROR) {
       ag__result_clear(&s->res);
-      batch_pg_error(b, o->idx, r, c->pg);
+      ag__pg_batch_pg_error(b, o->idx, r, c->pg);
     } else if (st == PGRES_PIPELINE_ABORTED) {
-      batch_fail(b, AG_EDB, o->idx, "statement skipped after an earlier failure");
+      ag__pg_batch_fail(b, AG_EDB, o->idx, "statement skipped after an earlier failure");
     } else if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK || st == PGRES_EMPTY_QUERY) {
       acc a = {&c->bytes, &c->cells_cap, &c->stmt_complete};
-      int rc = b->err == 0 ? absorb(s, r, &a) : 0;
+      int rc = b->err == 0 ? ag__pg_absorb(s, r, &a) : 0;
       if (rc < 0) {
         /* Closing the connection is what stops the server streaming the rest. A WRITE is then
          * rolled back too, unless the server had already reached its Sync (it can have, when
          * the rest fits in the socket buffers): like a connection lost at COMMIT, its outcome
          * is unknown. The store's writes return a few rows; the cap is there for reads. */
         ag__result_clear(&s->res);
-        batch_fail(b, rc, o->idx, absorb_msg(rc));
+        ag__pg_batch_fail(b, rc, o->idx, ag__pg_absorb_msg(rc));
         ag_log_error(b->key, "postgres: statement %zu: %s", o->idx, b->errmsg);
         PQclear(r);
         conn_drop(c, rc, b->errmsg);
@@ -1338,12 +707,12 @@ static bool handle_result(pg_conn *c, PGresult *r) {
     break;
   }
   case OP_PREPARE:
-    if (st != PGRES_COMMAND_OK) conn_mark_prepared(c, o->vid, false);
-    if (st == PGRES_FATAL_ERROR) batch_pg_error(b, o->idx, r, c->pg);
+    if (st != PGRES_COMMAND_OK) ag__pg_conn_mark_prepared(c, o->vid, false);
+    if (st == PGRES_FATAL_ERROR) ag__pg_batch_pg_error(b, o->idx, r, c->pg);
     break;
   case OP_BEGIN:
   case OP_COMMIT:
-    if (st == PGRES_FATAL_ERROR) batch_pg_error(b, o->idx, r, c->pg);
+    if (st == PGRES_FATAL_ERROR) ag__pg_batch_pg_error(b, o->idx, r, c->pg);
     break;
   case OP_ROLLBACK:
     if (st == PGRES_FATAL_ERROR)
@@ -1562,7 +931,7 @@ static int pg_start(ag__db *d, uv_loop_t *loop, char *err, size_t errlen) {
   return 0;
 }
 
-static void free_unstarted(pg_db *db) {
+void ag__pg_free_unstarted(pg_db *db) {
   db->done = NULL;
   final_free(db);
 }
@@ -1570,7 +939,7 @@ static void free_unstarted(pg_db *db) {
 static void pg_close(ag__db *d, void (*done)(void *ud), void *ud) {
   pg_db *db = (pg_db *)d;
   if (!db->started) {
-    free_unstarted(db);
+    ag__pg_free_unstarted(db);
     if (done) done(ud);
     return;
   }
@@ -1582,190 +951,11 @@ static void pg_close(ag__db *d, void (*done)(void *ud), void *ud) {
   maybe_teardown(db);
 }
 
-static const struct ag__db_vtbl pg_vtbl = {
+const struct ag__db_vtbl ag__pg_vtbl = {
     .name = "postgres",
     .dialect = AG_DB_POSTGRES,
-    .exec_sync = pg_exec_sync,
+    .exec_sync = ag__pg_exec_sync,
     .start = pg_start,
     .submit = pg_submit,
     .close = pg_close,
 };
-
-/* ---- open -------------------------------------------------------------------------------- */
-
-/* Replaces every occurrence of secret[0..len) in msg with "***" (or as many stars when shorter,
- * so that msg never grows). */
-static void redact(char *msg, const char *secret, size_t len) {
-  if (len == 0) return;
-  for (char *m = msg; *m; m++) {
-    if (strncmp(m, secret, len) != 0) continue;
-    if (len >= 3) {
-      memmove(m + 3, m + len, strlen(m + len) + 1);
-      memcpy(m, "***", 3);
-      m += 2;
-    } else {
-      memset(m, '*', len);
-      m += len - 1;
-    }
-  }
-}
-
-/* libpq's URL parser quotes the token it choked on, which can be the password (user:PASSWORD@ or
- * ?password=PASSWORD, raw as written): cut both out of the message. */
-static void redact_password(char *msg, const char *url) {
-  const char *p = strstr(url, "://");
-  if (!p) return;
-  p += 3;
-  size_t auth = strcspn(p, "/?#");
-  const char *at = NULL;
-  for (const char *q = p; q < p + auth; q++)
-    if (*q == '@') at = q;
-  const char *colon = at ? memchr(p, ':', (size_t)(at - p)) : NULL;
-  if (colon) redact(msg, colon + 1, (size_t)(at - colon - 1));
-  for (const char *q = strchr(url, '?'); q; q = strchr(q + 1, '&')) {
-    if (strncmp(q + 1, "password=", 9) == 0) redact(msg, q + 10, strcspn(q + 10, "&#"));
-  }
-}
-
-static const char *opt_val(const pg_db *db, const char *key) {
-  for (const PQconninfoOption *o = db->ci; o->keyword; o++)
-    if (strcmp(o->keyword, key) == 0) return o->val && o->val[0] ? o->val : NULL;
-  return NULL;
-}
-
-int ag__db_postgres_open(const char *url, const ag_store_options *opts, ag__db **out, char *err, size_t errlen) {
-  *out = NULL;
-  if (!url) {
-    ag__set_err(err, errlen, "no PostgreSQL URL given");
-    return AG_EINVAL;
-  }
-  pg_db *db = calloc(1, sizeof *db);
-  if (!db) {
-    ag__set_err(err, errlen, "out of memory");
-    return AG_ENOMEM;
-  }
-  db->base.vt = &pg_vtbl;
-  db->pool_size = opts && opts->pool_size > 0 ? opts->pool_size : 4;
-  if (db->pool_size > MAX_POOL) db->pool_size = MAX_POOL; /* more would only starve the server */
-  db->connect_timeout_ms = opts && opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
-  db->query_timeout_ms = opts && opts->query_timeout_ms > 0 ? opts->query_timeout_ms : 30000;
-
-  int rc = AG_EINVAL;
-  char *perr = NULL;
-  db->ci = PQconninfoParse(url, &perr);
-  if (!db->ci) {
-    char msg[256];
-    copy_msg(msg, sizeof msg, perr ? perr : "out of memory");
-    redact_password(msg, url);
-    ag__set_err(err, errlen, "invalid PostgreSQL URL: %s", msg);
-    rc = perr ? AG_EINVAL : AG_ENOMEM;
-    PQfreemem(perr);
-    goto fail;
-  }
-
-  /* The host decides how to connect without blocking: a unix socket needs no resolution, an
-   * explicit hostaddr or a numeric host none either; a name goes to uv_getaddrinfo. */
-  db->host = opt_val(db, "host");
-  if (!db->host) db->host = getenv("PGHOST");
-  db->hostaddr = opt_val(db, "hostaddr");
-  if (!db->hostaddr) db->hostaddr = getenv("PGHOSTADDR");
-  if (db->host && strchr(db->host, ',')) {
-    ag__set_err(err, errlen, "PostgreSQL URLs with several hosts are not supported");
-    goto fail;
-  }
-  if (db->host && db->host[0] != '/' && !db->hostaddr) {
-    unsigned char buf[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, db->host, buf) == 1 || inet_pton(AF_INET6, db->host, buf) == 1)
-      db->hostaddr = db->host;
-    else
-      db->resolve = true;
-  }
-
-  size_t nopt = 0;
-  for (const PQconninfoOption *o = db->ci; o->keyword; o++)
-    nopt++;
-  db->kw = calloc(nopt + 12, sizeof *db->kw);
-  db->val = calloc(nopt + 12, sizeof *db->val);
-  const char *user_options = opt_val(db, "options");
-  ag_buf ob;
-  ag_buf_init(&ob, 4096);
-  if (!db->kw || !db->val ||
-      ag_buf_appendf(&ob, "%s%s-c statement_timeout=%d", user_options ? user_options : "", user_options ? " " : "",
-                     db->query_timeout_ms + STMT_TIMEOUT_PAD) < 0 ||
-      !(db->pool_options = ag_buf_take(&ob))) {
-    ag_buf_deinit(&ob);
-    ag__set_err(err, errlen, "out of memory");
-    rc = AG_ENOMEM;
-    goto fail;
-  }
-  static const char *const ours[] = {"host", "hostaddr", "options", "connect_timeout"};
-  /* Cells are handed out as UTF-8; and a dead peer behind an idle connection is noticed in about a
-   * minute (30 s idle, then 3 probes 10 s apart) rather than after the kernel's two hours. */
-  static const char *const defaults[][2] = {{"client_encoding", "UTF8"},
-                                            {"fallback_application_name", "agentd"},
-                                            {"keepalives_idle", "30"},
-                                            {"keepalives_interval", "10"},
-                                            {"keepalives_count", "3"}};
-  bool given[AG_ARRAY_LEN(defaults)] = {false};
-  for (const PQconninfoOption *o = db->ci; o->keyword; o++) {
-    if (!o->val || !o->val[0]) continue;
-    bool skip = false;
-    for (size_t k = 0; k < AG_ARRAY_LEN(ours); k++)
-      skip = skip || strcmp(o->keyword, ours[k]) == 0;
-    if (skip) continue;
-    for (size_t k = 0; k < AG_ARRAY_LEN(defaults); k++)
-      given[k] = given[k] || strcmp(o->keyword, defaults[k][0]) == 0;
-    db->kw[db->nbase] = o->keyword;
-    db->val[db->nbase++] = o->val;
-  }
-  for (size_t k = 0; k < AG_ARRAY_LEN(defaults); k++) {
-    if (given[k]) continue;
-    db->kw[db->nbase] = defaults[k][0];
-    db->val[db->nbase++] = defaults[k][1];
-  }
-
-  /* The blocking connection. libpq counts connect_timeout in whole seconds (and treats 1 as 2);
-   * round up. No statement_timeout here: a migration may rightly take long. */
-  snprintf(db->connect_timeout_s, sizeof db->connect_timeout_s, "%d", (db->connect_timeout_ms + 999) / 1000);
-  {
-    size_t n = db->nbase;
-    if (db->host) {
-      db->kw[n] = "host";
-      db->val[n++] = db->host;
-    }
-    if (db->hostaddr) {
-      db->kw[n] = "hostaddr";
-      db->val[n++] = db->hostaddr;
-    }
-    if (user_options) {
-      db->kw[n] = "options";
-      db->val[n++] = user_options;
-    }
-    db->kw[n] = "connect_timeout";
-    db->val[n++] = db->connect_timeout_s;
-    db->kw[n] = NULL;
-    db->val[n] = NULL;
-  }
-  db->sync = PQconnectdbParams(db->kw, db->val, 0);
-  if (!db->sync) {
-    ag__set_err(err, errlen, "out of memory");
-    rc = AG_ENOMEM;
-    goto fail;
-  }
-  PQsetNoticeReceiver(db->sync, on_notice, NULL);
-  if (PQstatus(db->sync) != CONNECTION_OK) {
-    char msg[256];
-    copy_msg(msg, sizeof msg, PQerrorMessage(db->sync));
-    const char *dbname = opt_val(db, "dbname");
-    ag__set_err(err, errlen, "could not connect to the PostgreSQL database%s%s%s: %s", dbname ? " \"" : "",
-                dbname ? dbname : "", dbname ? "\"" : "", msg);
-    rc = AG_ECONNECT;
-    goto fail;
-  }
-  *out = &db->base;
-  return 0;
-
-fail:
-  free_unstarted(db);
-  return rc;
-}
