@@ -1048,10 +1048,13 @@ static void on_sources_loaded(int err, ag_source_rec *recs, size_t n, void *ud) 
   start_tool(s);
 }
 
-/* The intent of the pending plain call is durable: run it (the session's sources first, once a
- * run, for tools that cite them), then journal its result. */
+/* The intent of the pending plain call is durable: run it, then journal its result. The web
+ * tools number and cite the session's sources, so before the first of them in a run the sources
+ * are read from the store (once); no other call pays for that read. */
 static void execute_pending(ag_session *s) {
-  if (!s->sources_loaded) {
+  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, s->pend_name);
+  const char *kind = tool ? ag_tool_executor_kind(tool) : NULL;
+  if (!s->sources_loaded && kind && strcmp(kind, "builtin-web") == 0) {
     if (ag_store_sources_list(s->rt->cfg.store, s->id, on_sources_loaded, s) == 0) {
       s->pending++;
       s->phase = PH_COMMIT;
