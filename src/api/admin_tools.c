@@ -19,16 +19,6 @@
 
 #define MAX_DEF_BYTES (1u << 20)
 
-static void respond_json(ag_http_req *req, int status, ag_json *body) {
-  char *text = body ? ag_json_dumps(body) : NULL;
-  if (!text)
-    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
-  else
-    (void)ag_http_respond(req, status, "application/json", NULL, text, strlen(text));
-  free(text);
-  ag_json_free(body);
-}
-
 static void store_failed(ag_http_req *req, int err, const char *what) {
   switch (err) {
   case AG_ENOTFOUND: ag_api_error(req, 404, "invalid_request_error", "tool_not_found", NULL, "no such tool"); return;
@@ -42,27 +32,8 @@ static void store_failed(ag_http_req *req, int err, const char *what) {
   case AG_EINVAL:
     ag_api_error(req, 400, "invalid_request_error", "invalid_tool", NULL, "the database refused the definition");
     return;
-  case AG_ECONNECT:
-  case AG_ETIMEDOUT:
-  case AG_EUNAVAIL:
-    ag_api_error(req, 503, "server_error", "storage_unavailable", NULL, "%s: the database is unreachable", what);
-    return;
-  case AG_ESHUTDOWN:
-    ag_api_error(req, 503, "server_error", "shutting_down", NULL, "%s: the server is shutting down", what);
-    return;
-  default: ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what); return;
+  default: ag__api_storage_error(req, err, what); return;
   }
-}
-
-static ag_json *iso_time(int64_t unix_ms) {
-  if (!unix_ms) return ag_json_null_new();
-  time_t t = (time_t)(unix_ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char b[96];
-  snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-           tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
-  return ag_json_string_new(b);
 }
 
 /* A stored JSON text as a JSON value (the catalog stores documents as text). */
@@ -92,9 +63,9 @@ static ag_json *tool_json(const ag_tool_rec *t) {
   if (rc == 0) rc = ag_json_set_take(o, "idempotent", ag_json_bool_new(t->idempotent));
   if (rc == 0) rc = ag_json_set_take(o, "active", ag_json_bool_new(t->active));
   if (rc == 0) rc = ag_json_set_take(o, "deleted", ag_json_bool_new(t->deleted_at != 0));
-  if (rc == 0) rc = ag_json_set_take(o, "deleted_at", iso_time(t->deleted_at));
-  if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(t->created_at));
-  if (rc == 0) rc = ag_json_set_take(o, "updated_at", iso_time(t->updated_at));
+  if (rc == 0) rc = ag_json_set_take(o, "deleted_at", ag__api_iso_time(t->deleted_at));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(t->created_at));
+  if (rc == 0) rc = ag_json_set_take(o, "updated_at", ag__api_iso_time(t->updated_at));
   ag_json_free(tags);
   if (rc < 0) {
     ag_json_free(o);
@@ -275,7 +246,7 @@ static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
       /* Checked before it was stored, so only memory (or a race with another write) can fail
        * here; the row is stored and the next start loads it. */
       ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
-    respond_json(o->req, o->status, tool_json(t));
+    ag__api_respond_json(o->req, o->status, tool_json(t));
   }
   ag_tool_rec_free(t);
   op_free(o);
@@ -335,7 +306,7 @@ static void on_tool_read(int err, ag_tool_rec *t, void *ud) {
   if (err < 0)
     store_failed(o->req, err, "could not read the tool");
   else
-    respond_json(o->req, 200, tool_json(t));
+    ag__api_respond_json(o->req, 200, tool_json(t));
   ag_tool_rec_free(t);
   op_free(o);
 }
@@ -479,7 +450,7 @@ static void on_activate_base(int err, ag_tool_rec *t, void *ud) {
   } else if (t->deleted_at) {
     ag_api_error(o->req, 409, "invalid_request_error", "tool_deleted", NULL, "the tool is deleted");
   } else if (t->is_system) {
-    respond_json(o->req, 200, tool_json(t)); /* always on */
+    ag__api_respond_json(o->req, 200, tool_json(t)); /* always on */
   } else if (check_def(o->ctx, o->req, t)) {
     int rc = ag_store_tool_set_active(o->ctx->store, o->id, true, on_tool_written, o);
     if (rc == 0) {
@@ -591,7 +562,7 @@ static void on_listed(int err, ag_tool_rec *recs, size_t n, void *ud) {
     ag_json_free(root);
     root = NULL;
   }
-  respond_json(req, 200, root);
+  ag__api_respond_json(req, 200, root);
 }
 
 static void list_tools(ag_api_ctx *ctx, ag_http_req *req, const ag_tool_filter *f) {
@@ -673,7 +644,7 @@ static void import_next(import_op *o) {
     o->imported = NULL;
     if (ag_json_set_take(root, "skipped", o->skipped) == 0) o->skipped = NULL;
   }
-  respond_json(o->req, 200, root);
+  ag__api_respond_json(o->req, 200, root);
   import_free(o);
 }
 

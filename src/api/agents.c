@@ -19,29 +19,6 @@
 #define DEFAULT_PAGE 100
 #define MAX_PAGE 1000
 
-static void respond_json(ag_http_req *req, int status, ag_json *body) {
-  char *text = body ? ag_json_dumps(body) : NULL;
-  if (!text) {
-    ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
-  } else {
-    (void)ag_http_respond(req, status, "application/json", NULL, text, strlen(text));
-  }
-  free(text);
-  ag_json_free(body);
-}
-
-static ag_json *str_or_null(const char *s) { return s ? ag_json_string_new(s) : ag_json_null_new(); }
-
-static ag_json *iso_time(int64_t unix_ms) {
-  time_t t = (time_t)(unix_ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char b[96];
-  snprintf(b, sizeof b, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-           tm.tm_min, tm.tm_sec, (int)(unix_ms % 1000));
-  return ag_json_string_new(b);
-}
-
 /* ---------- GET /v1/models ---------- */
 
 void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
@@ -58,7 +35,7 @@ void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
     if (rc == 0) rc = ag_json_set_take(m, "object", ag_json_string_new("model"));
     if (rc == 0) rc = ag_json_set_take(m, "created", ag_json_int_new(t->created_at));
     if (rc == 0) rc = ag_json_set_take(m, "owned_by", ag_json_string_new("agentd"));
-    if (rc == 0) rc = ag_json_set_take(m, "description", str_or_null(t->description));
+    if (rc == 0) rc = ag_json_set_take(m, "description", ag__api_str_or_null(t->description));
     if (rc == 0) rc = ag_json_set_take(m, "agent_kind", ag_json_string_new(ag_agent_kind_name(t->kind)));
     if (rc == 0) rc = ag_json_set_take(m, "version", ag_json_int_new(t->version));
     if (rc == 0)
@@ -83,24 +60,15 @@ void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
     ag_json_free(root);
     root = NULL;
   }
-  respond_json(req, 200, root);
+  ag__api_respond_json(req, 200, root);
 }
 
 /* ---------- GET /agents ---------- */
 
-/* A failed store call: 503 while the database is out of reach (the client may retry), 500 for
- * anything else. */
-static void storage_error(ag_http_req *req, int err, const char *what) {
-  if (err == AG_ECONNECT || err == AG_ETIMEDOUT || err == AG_EUNAVAIL)
-    ag_api_error(req, 503, "server_error", "storage_unavailable", NULL, "%s: the database is unreachable", what);
-  else
-    ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what);
-}
-
 static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
   ag_http_req *req = ud;
   if (err < 0) {
-    storage_error(req, err, "could not list sessions");
+    ag__api_storage_error(req, err, "could not list sessions");
     return;
   }
   ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
@@ -109,10 +77,10 @@ static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
     ag_json *a = ag_json_object_new();
     rc = a ? 0 : AG_ENOMEM;
     if (rc == 0) rc = ag_json_set_take(a, "agent_id", ag_json_string_new(recs[i].id));
-    if (rc == 0) rc = ag_json_set_take(a, "task", str_or_null(recs[i].task));
+    if (rc == 0) rc = ag_json_set_take(a, "task", ag__api_str_or_null(recs[i].task));
     if (rc == 0) rc = ag_json_set_take(a, "state", ag_json_string_new(recs[i].state));
     if (rc == 0) rc = ag_json_set_take(a, "template", ag_json_string_new(recs[i].template_name));
-    if (rc == 0) rc = ag_json_set_take(a, "creation_time", iso_time(recs[i].created_at));
+    if (rc == 0) rc = ag_json_set_take(a, "creation_time", ag__api_iso_time(recs[i].created_at));
     if (rc == 0)
       rc = ag_json_push_take(arr, a);
     else
@@ -128,14 +96,14 @@ static void on_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
     ag_json_free(root);
     root = NULL;
   }
-  respond_json(req, 200, root);
+  ag__api_respond_json(req, 200, root);
 }
 
 void ag__api_list_agents(ag_api_ctx *ctx, ag_http_req *req) {
   size_t limit = ag__api_query_num(req, "limit", DEFAULT_PAGE, MAX_PAGE);
   size_t offset = ag__api_query_num(req, "offset", 0, (size_t)1 << 40);
   int rc = ag_store_list_sessions(ctx->store, NULL, limit, offset, on_listed, req);
-  if (rc < 0) storage_error(req, rc, "could not list sessions");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not list sessions");
 }
 
 /* ---------- GET /agents/{id}/state ---------- */
@@ -148,7 +116,7 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
     return;
   }
   if (err < 0) {
-    storage_error(req, err, "could not read the session");
+    ag__api_storage_error(req, err, "could not read the session");
     return;
   }
   ag_json *o = ag_json_object_new(), *usage = ag_json_object_new();
@@ -157,7 +125,7 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
                            : NULL;
   int rc = o && usage ? 0 : AG_ENOMEM;
   if (rc == 0) rc = ag_json_set_take(o, "agent_id", ag_json_string_new(r->id));
-  if (rc == 0) rc = ag_json_set_take(o, "task", str_or_null(r->task));
+  if (rc == 0) rc = ag_json_set_take(o, "task", ag__api_str_or_null(r->task));
   if (rc == 0) rc = ag_json_set_take(o, "state", ag_json_string_new(r->state));
   if (rc == 0) rc = ag_json_set_take(o, "iteration", ag_json_int_new(r->iteration));
   if (rc == 0) rc = ag_json_set_take(o, "searches_used", ag_json_int_new(r->searches_used));
@@ -165,11 +133,11 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
   if (rc == 0) rc = ag_json_set_take(o, "sources_count", ag_json_int_new(0));
   if (rc == 0) rc = ag_json_set_take(o, "current_step_reasoning", reasoning ? reasoning : ag_json_null_new());
   reasoning = NULL;
-  if (rc == 0) rc = ag_json_set_take(o, "execution_result", str_or_null(r->result));
-  if (rc == 0) rc = ag_json_set_take(o, "error", str_or_null(r->error));
+  if (rc == 0) rc = ag_json_set_take(o, "execution_result", ag__api_str_or_null(r->result));
+  if (rc == 0) rc = ag_json_set_take(o, "error", ag__api_str_or_null(r->error));
   if (rc == 0) rc = ag_json_set_take(o, "template", ag_json_string_new(r->template_name));
   if (rc == 0) rc = ag_json_set_take(o, "template_version", ag_json_int_new(r->template_version));
-  if (rc == 0) rc = ag_json_set_take(o, "stream_format", str_or_null(r->stream_format));
+  if (rc == 0) rc = ag_json_set_take(o, "stream_format", ag__api_str_or_null(r->stream_format));
   if (rc == 0) rc = ag_json_set_take(usage, "prompt_tokens", ag_json_int_new(r->prompt_tokens));
   if (rc == 0) rc = ag_json_set_take(usage, "completion_tokens", ag_json_int_new(r->completion_tokens));
   if (rc == 0) rc = ag_json_set_take(usage, "total_tokens", ag_json_int_new(r->total_tokens));
@@ -177,8 +145,8 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
     rc = ag_json_set_take(o, "usage", usage);
     usage = NULL;
   }
-  if (rc == 0) rc = ag_json_set_take(o, "creation_time", iso_time(r->created_at));
-  if (rc == 0) rc = ag_json_set_take(o, "update_time", iso_time(r->updated_at));
+  if (rc == 0) rc = ag_json_set_take(o, "creation_time", ag__api_iso_time(r->created_at));
+  if (rc == 0) rc = ag_json_set_take(o, "update_time", ag__api_iso_time(r->updated_at));
   ag_json_free(usage);
   ag_json_free(reasoning);
   ag_session_rec_free(r);
@@ -186,12 +154,12 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
     ag_json_free(o);
     o = NULL;
   }
-  respond_json(req, 200, o);
+  ag__api_respond_json(req, 200, o);
 }
 
 void ag__api_agent_state(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
   int rc = ag_store_load_session(ctx->store, id, false, on_state, req);
-  if (rc < 0) storage_error(req, rc, "could not read the session");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the session");
 }
 
 /* ---------- DELETE /agents/{id} ---------- */
@@ -209,7 +177,7 @@ static void on_cancelled(int err, int final_state, void *ud) {
     ag_api_error(cr->req, 409, "invalid_request_error", "session_finished", NULL,
                  "the session has already finished (state %s)", ag_session_state_name(final_state));
   } else if (err < 0) {
-    storage_error(cr->req, err, "could not cancel the session");
+    ag__api_storage_error(cr->req, err, "could not cancel the session");
   } else {
     ag_json *o = ag_json_object_new();
     if (o && (ag_json_set_take(o, "agent_id", ag_json_string_new(cr->id)) < 0 ||
@@ -218,7 +186,7 @@ static void on_cancelled(int err, int final_state, void *ud) {
       ag_json_free(o);
       o = NULL;
     }
-    respond_json(cr->req, 200, o);
+    ag__api_respond_json(cr->req, 200, o);
   }
   free(cr);
 }
@@ -242,7 +210,7 @@ void ag__api_cancel_agent(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
 static void on_sources(int err, ag_source_rec *recs, size_t n, void *ud) {
   ag_http_req *req = ud;
   if (err < 0) {
-    storage_error(req, err, "could not read the sources");
+    ag__api_storage_error(req, err, "could not read the sources");
     return;
   }
   ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
@@ -252,9 +220,9 @@ static void on_sources(int err, ag_source_rec *recs, size_t n, void *ud) {
     rc = o ? 0 : AG_ENOMEM;
     if (rc == 0) rc = ag_json_set_take(o, "number", ag_json_int_new(recs[i].number));
     if (rc == 0) rc = ag_json_set_take(o, "url", ag_json_string_new(recs[i].url));
-    if (rc == 0) rc = ag_json_set_take(o, "title", str_or_null(recs[i].title));
-    if (rc == 0) rc = ag_json_set_take(o, "snippet", str_or_null(recs[i].snippet));
-    if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(recs[i].created_at));
+    if (rc == 0) rc = ag_json_set_take(o, "title", ag__api_str_or_null(recs[i].title));
+    if (rc == 0) rc = ag_json_set_take(o, "snippet", ag__api_str_or_null(recs[i].snippet));
+    if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(recs[i].created_at));
     if (rc == 0)
       rc = ag_json_push_take(arr, o);
     else
@@ -270,7 +238,7 @@ static void on_sources(int err, ag_source_rec *recs, size_t n, void *ud) {
     ag_json_free(root);
     root = NULL;
   }
-  respond_json(req, 200, root);
+  ag__api_respond_json(req, 200, root);
 }
 
 /* A request that reads the session first, then something of it. */
@@ -303,16 +271,16 @@ static void on_sources_session(int err, ag_session_rec *r, ag_message_rec *msgs,
     return;
   }
   if (err < 0) {
-    storage_error(req, err, "could not read the session");
+    ag__api_storage_error(req, err, "could not read the session");
     return;
   }
   int rc = ag_store_sources_list(ctx->store, id, on_sources, req);
-  if (rc < 0) storage_error(req, rc, "could not read the sources");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the sources");
 }
 
 void ag__api_agent_sources(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
   int rc = start_two_step(ctx, req, id, on_sources_session);
-  if (rc < 0) storage_error(req, rc, "could not read the session");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the session");
 }
 
 static ag_json *artifact_json(const ag_artifact_rec *a, bool with_content) {
@@ -322,8 +290,8 @@ static ag_json *artifact_json(const ag_artifact_rec *a, bool with_content) {
   if (rc == 0) rc = ag_json_set_take(o, "name", ag_json_string_new(a->name));
   if (rc == 0) rc = ag_json_set_take(o, "mime_type", ag_json_string_new(a->mime_type));
   if (rc == 0) rc = ag_json_set_take(o, "size_bytes", ag_json_int_new(a->size_bytes));
-  if (rc == 0) rc = ag_json_set_take(o, "created_at", iso_time(a->created_at));
-  if (rc == 0 && with_content) rc = ag_json_set_take(o, "content", str_or_null(a->content));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(a->created_at));
+  if (rc == 0 && with_content) rc = ag_json_set_take(o, "content", ag__api_str_or_null(a->content));
   if (rc < 0) {
     ag_json_free(o);
     return NULL;
@@ -334,7 +302,7 @@ static ag_json *artifact_json(const ag_artifact_rec *a, bool with_content) {
 static void on_artifacts(int err, ag_artifact_rec *recs, size_t n, void *ud) {
   ag_http_req *req = ud;
   if (err < 0) {
-    storage_error(req, err, "could not read the artifacts");
+    ag__api_storage_error(req, err, "could not read the artifacts");
     return;
   }
   ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
@@ -353,7 +321,7 @@ static void on_artifacts(int err, ag_artifact_rec *recs, size_t n, void *ud) {
     ag_json_free(root);
     root = NULL;
   }
-  respond_json(req, 200, root);
+  ag__api_respond_json(req, 200, root);
 }
 
 static void on_artifact(int err, ag_artifact_rec *a, void *ud) {
@@ -361,9 +329,9 @@ static void on_artifact(int err, ag_artifact_rec *a, void *ud) {
   if (err == AG_ENOTFOUND) {
     ag_api_error(req, 404, "invalid_request_error", "artifact_not_found", NULL, "no such artifact");
   } else if (err < 0) {
-    storage_error(req, err, "could not read the artifact");
+    ag__api_storage_error(req, err, "could not read the artifact");
   } else {
-    respond_json(req, 200, artifact_json(a, true));
+    ag__api_respond_json(req, 200, artifact_json(a, true));
   }
   ag_artifact_rec_free(a);
 }
@@ -382,11 +350,11 @@ static void on_artifacts_session(int err, ag_session_rec *r, ag_message_rec *msg
     return;
   }
   if (err < 0) {
-    storage_error(req, err, "could not read the session");
+    ag__api_storage_error(req, err, "could not read the session");
     return;
   }
   int rc = ag_store_artifacts_list(ctx->store, id, on_artifacts, req);
-  if (rc < 0) storage_error(req, rc, "could not read the artifacts");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the artifacts");
 }
 
 void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, const char *aid) {
@@ -396,5 +364,5 @@ void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, 
   } else {
     rc = start_two_step(ctx, req, id, on_artifacts_session);
   }
-  if (rc < 0) storage_error(req, rc, "could not read the artifacts");
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the artifacts");
 }

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -15,6 +16,7 @@ typedef struct ag_runtime ag_runtime;
 typedef struct ag_store ag_store;
 typedef struct ag_template_set ag_template_set;
 typedef struct ag_tool_registry ag_tool_registry;
+typedef struct json_t ag_json; /* as in base/json.h */
 
 /* Everything a handler needs, borrowed from the server struct. */
 typedef struct ag_api_ctx {
@@ -57,6 +59,14 @@ void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, 
 void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest);
 /* POST /admin/mcp/import: an MCP server's tools into the catalog. */
 void ag__api_admin_mcp_import(ag_api_ctx *ctx, ag_http_req *req);
+
+/* Shared by the handlers (respond.c). respond_json takes the body (NULL: a 500 for memory);
+ * iso_time gives null for 0; storage_error answers a store call that failed: 503
+ * storage_unavailable while the database is out of reach, 503 shutting_down, else 500. */
+void ag__api_respond_json(ag_http_req *req, int status, ag_json *body);
+ag_json *ag__api_str_or_null(const char *s);
+ag_json *ag__api_iso_time(int64_t unix_ms);
+void ag__api_storage_error(ag_http_req *req, int err, const char *what);
 
 /* The query parameter `name`, percent-decoded into out (NUL-terminated, cut to fit); "" when
  * absent. A number parameter: dflt when absent or not a number, at most max. */
