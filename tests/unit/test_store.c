@@ -562,8 +562,9 @@ static void test_sqlite_group_commit(void **state) {
 
   int errs[4] = {9, 9, 9, 9}, calls = 0;
   grp_slot items[4];
-  ag_session_rec recs[4] = {session("gc_a", "running", 1), session("gc_b", "running", 2), session("gc_b", "running", 2),
-                            session("gc_d", "running", 3)};
+  ag_session_rec recs[4] = {session("gc_a", "running", 1), session("gc_b", "running", 2),
+                            session("gc_b", "completed", 2), session("gc_d", "running", 3)};
+  recs[2].result = "must not be seen"; /* upserted before its bad message: its savepoint undoes it */
   ag_message_rec m[4] = {{.seq = 0, .role = "user", .content = "a", .created_at = 1},
                          {.seq = 0, .role = "user", .content = "b", .created_at = 2},
                          {.seq = 0, .role = "user", .content = "b again", .created_at = 3}, /* exists */
@@ -584,6 +585,9 @@ static void test_sqlite_group_commit(void **state) {
   fx_close(f, st);
   assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages"), 3);
   assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_messages WHERE content = 'b again'"), 0);
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM sessions WHERE id = 'gc_b' AND state = 'running' AND "
+                                 "result IS NULL"),
+                   1);
 }
 
 /* Many sessions committing at once: every step lands, each session's steps in order. On
