@@ -2,9 +2,12 @@
  *
  * One step = one LLM call. Its answer is committed (assistant message, usage, counters), then the
  * chosen tool runs (built-in tools are synchronous) and the result is committed; the next step
- * starts from the commit callback. Every path that ends a run goes through finish(), which
- * commits the final state and then delivers on_end exactly once. A session is freed when its run
- * has ended and no provider or store callback is outstanding (s->pending == 0). */
+ * starts from the commit callback. Every path that ends a run goes through ag__session_finish(),
+ * which commits the final state and then delivers on_end exactly once. A session is freed when its
+ * run has ended and no provider or store callback is outstanding (s->pending == 0). This file holds
+ * the runtime, the steps and the system tools; the journal of plain tool calls (intent, run,
+ * sources and artifacts, result, recovery of an interrupted call) is in session_tools.c, and what
+ * the two share is in session_internal.h. */
 #include "agent/session.h"
 
 #include <stdio.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "agent/session_internal.h"
 #include "base/buf.h"
 #include "base/json_scan.h"
 #include "base/log.h"
@@ -24,7 +28,6 @@
 #include "tools/tools.h"
 
 #define MAX_ANSWER_BYTES (4u << 20)
-#define MAX_PROGRESS_RESULT 400 /* tool results are cut to this in progress lines */
 
 static const char *const state_names[] = {"inited",    "running", "waiting_for_clarification", "completed", "failed",
                                           "cancelled", "error"};
@@ -44,97 +47,14 @@ bool ag_session_state_terminal(int state) {
          state == AG_SESSION_ERROR;
 }
 
-struct ag_runtime {
-  ag_runtime_config cfg;
-  ag_map live; /* id -> ag_session*, sessions with a run in progress */
-  /* Sessions whose run ended here but whose final commit failed (the database was out of reach):
-   * the row still says running, and the recovery sweep must not run them again in this process.
-   * (A restart resumes them, as after a crash before that commit.) Values are unused. */
-  ag_map stranded;
-  size_t sessions; /* session objects alive, including ended ones waiting for a callback */
-  size_t ops;      /* runtime-level store operations outstanding (recovery listing) */
-  bool shutting_down;
-};
-
-enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
-enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
-enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
-
-struct ag_session {
-  ag_runtime *rt;
-  char *id;
-  const ag_template *tpl;
-  int format;
-  int state;
-  int iteration;
-  int searches_used;
-  int clarifications_used;
-  int llm_calls;  /* in this run; capped by tpl->max_steps */
-  ag_usage total; /* whole session */
-  ag_usage run;   /* this run */
-  char *task;
-  char *result;
-  char *error;
-  char *reasoning; /* current_step_reasoning JSON */
-  char *parent_id;
-  int64_t created_at;
-
-  ag_msg *msgs;
-  size_t n_msgs, cap_msgs, n_committed;
-
-  /* What the next commit carries besides messages: a new tool-execution row, and the result of
-   * one that was committed as started. */
-  bool has_exec;
-  ag_tool_exec_rec exec;
-  bool has_finish;
-  ag_tool_exec_rec finish_rec;
-  /* A plain tool call whose intent is committed and whose result is not (yet). */
-  char *pend_call_id, *pend_name, *pend_args;
-  const ag_tool *pend_tool; /* held while its call runs */
-  ag_tool_job *tool_job;    /* the call in flight (PH_TOOL) */
-  uint64_t tool_t0;
-  ag_tool_output *tool_out; /* the finished call's output, until its result is journalled */
-  size_t next_artifact;     /* of tool_out, being stored */
-  /* The session's numbered sources (1..n_sources), read from the store before the first plain
-   * tool call of a run and kept up to date from then on. */
-  ag_tool_source *sources;
-  size_t n_sources;
-  bool sources_loaded;
-  bool has_usage;
-  ag_usage_rec usage_rec;
-
-  ag_run_events ev;
-  bool started;  /* on_start delivered */
-  bool detached; /* owner gone */
-  int cancel;    /* enum cancel_kind */
-  int phase;
-  int step;    /* enum step_kind of the call in flight / just done */
-  int pending; /* outstanding provider/store callbacks */
-  ag_llm_call *call;
-  void (*after_commit)(ag_session *s);
-  int end_err;
-  char *end_msg;
-  char *resume_text; /* clarification to apply after loading */
-  bool recovering;   /* loaded at start-up to continue a run a crash interrupted */
-
-  /* Streaming of the answer out of the call in flight. */
-  ag_json_scan scan;
-  bool scan_on;
-  bool saw_tool_delta;
-  bool answer_path_ok; /* sgr: the discriminator names the final-answer tool */
-  char disc[64];
-  size_t disc_len;
-  ag_buf streamed; /* answer text already given to on_answer in this run */
-};
-
 /* ---------- small helpers ---------- */
 
-static void set_str(char **dst, const char *src) {
+void ag__session_set_str(char **dst, const char *src) {
   free(*dst);
   *dst = src ? strdup(src) : NULL;
 }
 
-static int push_msg(ag_session *s, ag_msg *m) {
+int ag__session_push_msg(ag_session *s, ag_msg *m) {
   if (s->n_msgs == s->cap_msgs) {
     size_t ncap = s->cap_msgs ? s->cap_msgs * 2 : 16;
     ag_msg *p = realloc(s->msgs, ncap * sizeof *p);
@@ -147,7 +67,7 @@ static int push_msg(ag_session *s, ag_msg *m) {
   return 0;
 }
 
-static void exec_rec_deinit(ag_tool_exec_rec *e) {
+void ag__session_exec_rec_deinit(ag_tool_exec_rec *e) {
   free(e->tool_call_id);
   free(e->tool_name);
   free(e->arguments);
@@ -155,17 +75,6 @@ static void exec_rec_deinit(ag_tool_exec_rec *e) {
   free(e->status);
   free(e->reason);
   memset(e, 0, sizeof *e);
-}
-
-static void free_sources(ag_session *s) {
-  for (size_t i = 0; i < s->n_sources; i++) {
-    free(s->sources[i].url);
-    free(s->sources[i].title);
-    free(s->sources[i].snippet);
-  }
-  free(s->sources);
-  s->sources = NULL;
-  s->n_sources = 0;
 }
 
 static void session_free(ag_session *s) {
@@ -181,25 +90,24 @@ static void session_free(ag_session *s) {
   free(s->parent_id);
   free(s->end_msg);
   free(s->resume_text);
-  exec_rec_deinit(&s->exec);
-  exec_rec_deinit(&s->finish_rec);
+  ag__session_exec_rec_deinit(&s->exec);
+  ag__session_exec_rec_deinit(&s->finish_rec);
   free(s->pend_call_id);
   free(s->pend_name);
   free(s->pend_args);
   ag_tool_release(s->pend_tool);
   ag_tool_output_free(s->tool_out);
-  free_sources(s);
+  ag__session_free_sources(s);
   free(s->usage_rec.model);
   ag_buf_deinit(&s->streamed);
   free(s);
 }
 
-static void maybe_free(ag_session *s) {
+void ag__session_maybe_free(ag_session *s) {
   if (s->phase == PH_ENDED && s->pending == 0) session_free(s);
 }
 
-static void emit_progress(ag_session *s, const char *fmt, ...) AG_PRINTF(2, 3);
-static void emit_progress(ag_session *s, const char *fmt, ...) {
+void ag__session_emit_progress(ag_session *s, const char *fmt, ...) {
   if (s->detached || !s->ev.on_progress) return;
   ag_buf b;
   ag_buf_init(&b, 64 * 1024);
@@ -234,7 +142,7 @@ static void complete_answer(ag_session *s, const char *answer) {
   }
 }
 
-static void emit_step(ag_session *s, int type, const char *tool, const char *args, const char *result) {
+void ag__session_emit_step(ag_session *s, int type, const char *tool, const char *args, const char *result) {
   if (s->detached || !s->ev.on_step) return;
   ag_step_event ev = {type, s->iteration, tool, args, result};
   s->ev.on_step(&ev, s->ev.ud);
@@ -267,7 +175,7 @@ static void fill_rec(const ag_session *s, ag_session_rec *r) {
 static void on_committed(int err, void *ud);
 
 /* Commits everything not yet durable, then calls next(s). */
-static int commit(ag_session *s, void (*next)(ag_session *s)) {
+int ag__session_commit(ag_session *s, void (*next)(ag_session *s)) {
   ag_session_rec rec;
   fill_rec(s, &rec);
   size_t n = s->n_msgs - s->n_committed;
@@ -309,9 +217,9 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
   s->after_commit = next;
   /* The store copied everything: what was pending is now in its hands. */
   s->n_committed = s->n_msgs;
-  exec_rec_deinit(&s->exec);
+  ag__session_exec_rec_deinit(&s->exec);
   s->has_exec = false;
-  exec_rec_deinit(&s->finish_rec);
+  ag__session_exec_rec_deinit(&s->finish_rec);
   s->has_finish = false;
   free(s->usage_rec.model);
   memset(&s->usage_rec, 0, sizeof s->usage_rec);
@@ -320,8 +228,6 @@ static int commit(ag_session *s, void (*next)(ag_session *s)) {
 }
 
 static void deliver_end(ag_session *s);
-static void finish(ag_session *s, int state, int err, const char *msg);
-static void begin_step(ag_session *s);
 
 static void on_error_recorded(int err, void *ud) {
   ag_session *s = ud;
@@ -349,8 +255,9 @@ static void on_committed(int err, void *ud) {
     /* Storage is the source of truth: without it the run cannot go on safely. */
     s->state = AG_SESSION_ERROR;
     s->end_err = err == AG_ECONNECT || err == AG_ETIMEDOUT ? AG_EUNAVAIL : AG_EDB;
-    set_str(&s->end_msg, err == AG_ECONNECT || err == AG_ETIMEDOUT ? "storage unavailable: the step could not be saved"
-                                                                   : "storage error: the step could not be saved");
+    ag__session_set_str(&s->end_msg, err == AG_ECONNECT || err == AG_ETIMEDOUT
+                                         ? "storage unavailable: the step could not be saved"
+                                         : "storage error: the step could not be saved");
     s->phase = PH_ENDING;
     if (err == AG_ECONNECT || err == AG_ETIMEDOUT || err == AG_ESHUTDOWN) {
       /* The database is out of reach: the session stays at its last committed step, "running",
@@ -360,7 +267,7 @@ static void on_committed(int err, void *ud) {
     }
     /* The database refused the step itself: retrying it would fail the same way (after paying
      * for another LLM call), so record the failure on the session row alone. */
-    set_str(&s->error, s->end_msg);
+    ag__session_set_str(&s->error, s->end_msg);
     ag_session_rec rec;
     fill_rec(s, &rec);
     ag_step_commit c = {.session = &rec};
@@ -371,39 +278,40 @@ static void on_committed(int err, void *ud) {
     return;
   }
   if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
   next(s);
 }
 
 /* Ends the run: commits the final state (unless shutting down) and delivers on_end. */
-static void finish(ag_session *s, int state, int err, const char *msg) {
+void ag__session_finish(ag_session *s, int state, int err, const char *msg) {
   if (s->phase == PH_ENDING || s->phase == PH_ENDED) return;
   s->end_err = err;
-  set_str(&s->end_msg, msg);
+  ag__session_set_str(&s->end_msg, msg);
   if (s->cancel == CANCEL_SHUTDOWN) {
     /* Leave the session at its last committed step; a restart picks it up. */
     s->end_err = AG_ESHUTDOWN;
-    set_str(&s->end_msg, "the server is shutting down");
+    ag__session_set_str(&s->end_msg, "the server is shutting down");
     s->phase = PH_ENDING;
     deliver_end(s);
     return;
   }
   s->state = state;
-  if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED) set_str(&s->error, msg);
+  if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED)
+    ag__session_set_str(&s->error, msg);
   if (s->pend_call_id && !s->has_finish) {
     /* A plain call whose intent was committed and whose result is not: close its started row, so
      * that no reader takes it for a call still in flight. If the tool did run (the session ended
      * while its output was being stored), the row says what it returned; otherwise it never ran. */
-    exec_rec_deinit(&s->finish_rec);
+    ag__session_exec_rec_deinit(&s->finish_rec);
     s->finish_rec.tool_call_id = strdup(s->pend_call_id);
     s->finish_rec.result = strdup(s->tool_out ? ag_buf_cstr(&s->tool_out->text) : "not run: the session ended first");
     s->finish_rec.status = strdup(s->tool_out ? (s->tool_out->is_error ? "error" : "ok") : "interrupted");
     s->finish_rec.finished_at = ag_unix_ms();
     s->has_finish = s->finish_rec.tool_call_id && s->finish_rec.result && s->finish_rec.status;
   }
-  if (commit(s, NULL) < 0) {
+  if (ag__session_commit(s, NULL) < 0) {
     ag_log_error(s->id, "could not queue the final commit");
     if (s->id && ag_map_put(&s->rt->stranded, s->id, s->rt) < 0)
       ag_log_error(s->id, "out of memory: the recovery sweep may run this session again");
@@ -426,7 +334,7 @@ static void deliver_end(ag_session *s) {
     if (s->end_err && !s->end_msg) end.error_message = ag_strerror(s->end_err);
     s->ev.on_end(&end, s->ev.ud);
   }
-  maybe_free(s);
+  ag__session_maybe_free(s);
 }
 
 /* ---------- the toolkit for a step ---------- */
@@ -520,15 +428,14 @@ static void on_llm_tool_delta(size_t index, const char *id, const char *name, co
 
 /* ---------- steps ---------- */
 
-static void after_tool(ag_session *s);
 static void run_action(ag_session *s, const char *call_id, const char *name, const char *args);
 
 static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud);
 
-static void begin_step(ag_session *s) {
+void ag__session_begin_step(ag_session *s) {
   const ag_template *t = s->tpl;
   if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
   /* Per run: max_steps LLM calls. Per session (runs resumed after clarifications or restarts add
@@ -537,8 +444,8 @@ static void begin_step(ag_session *s) {
   if (s->llm_calls >= t->max_steps || s->iteration >= session_cap) {
     char msg[128];
     snprintf(msg, sizeof msg, "step limit reached (max_steps=%d) without a final answer", t->max_steps);
-    emit_progress(s, "Stopped: %s.", msg);
-    finish(s, AG_SESSION_FAILED, AG_ELIMIT, msg);
+    ag__session_emit_progress(s, "Stopped: %s.", msg);
+    ag__session_finish(s, AG_SESSION_FAILED, AG_ELIMIT, msg);
     return;
   }
   /* An iteration is one reasoning + action pair: sgr_tool_calling's action call continues the
@@ -572,7 +479,7 @@ static void begin_step(ag_session *s) {
     const ag_tool *rt = ag_tools_find("reasoning_tool");
     if (ag_sgr_build_schema(rt->parameters, defs, nd, &schema) < 0) {
       ag_buf_deinit(&schema);
-      finish(s, AG_SESSION_ERROR, AG_EINVAL, "could not build the structured-output schema");
+      ag__session_finish(s, AG_SESSION_ERROR, AG_EINVAL, "could not build the structured-output schema");
       return;
     }
     req.response_schema = ag_buf_cstr(&schema);
@@ -604,7 +511,7 @@ static void begin_step(ag_session *s) {
   int rc = ag_llm_start(s->rt->cfg.provider, &req, &cbs, &s->call);
   ag_buf_deinit(&schema);
   if (rc < 0) {
-    finish(s, AG_SESSION_ERROR, rc, "could not start the upstream request");
+    ag__session_finish(s, AG_SESSION_ERROR, rc, "could not start the upstream request");
     return;
   }
   s->llm_calls++;
@@ -641,7 +548,7 @@ static int push_assistant_call(ag_session *s, const char *call_id, const char *n
   m.tool_calls[0].id = strdup(call_id);
   m.tool_calls[0].name = strdup(name);
   m.tool_calls[0].arguments = strdup(args && *args ? args : "{}");
-  if (!m.tool_calls[0].id || !m.tool_calls[0].name || !m.tool_calls[0].arguments || push_msg(s, &m) < 0) {
+  if (!m.tool_calls[0].id || !m.tool_calls[0].name || !m.tool_calls[0].arguments || ag__session_push_msg(s, &m) < 0) {
     ag_msg_deinit(&m);
     return AG_ENOMEM;
   }
@@ -654,19 +561,19 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
   s->call = NULL;
   if (s->phase == PH_ENDED) { /* shut down while the call was being cancelled */
     ag_chat_result_free(res);
-    maybe_free(s);
+    ag__session_maybe_free(s);
     return;
   }
   if (err < 0 || s->cancel) {
     ag_chat_result_free(res);
     if (s->cancel) {
-      finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+      ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
       return;
     }
     const char *msg = lerr && lerr->message[0] ? lerr->message : ag_strerror(err);
     ag_log_warn(s->id, "upstream call failed: %s", msg);
-    emit_progress(s, "Upstream error: %s", msg);
-    finish(s, AG_SESSION_ERROR, err, msg);
+    ag__session_emit_progress(s, "Upstream error: %s", msg);
+    ag__session_finish(s, AG_SESSION_ERROR, err, msg);
     return;
   }
   record_usage(s, res);
@@ -678,21 +585,21 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
     char *reasoning = NULL, *name = NULL, *args = NULL;
     if (!m->content || ag_sgr_parse(m->content, strlen(m->content), &reasoning, &name, &args) < 0) {
       ag_chat_result_free(res);
-      finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model's structured output did not match the schema");
+      ag__session_finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model's structured output did not match the schema");
       return;
     }
     free(s->reasoning);
     s->reasoning = reasoning;
     char *summary = ag_tools_reasoning_summary(reasoning);
-    emit_step(s, AG_STEP_REASONING, "reasoning_tool", reasoning, NULL);
-    emit_progress(s, "Reasoning: %s", summary ? summary : "");
+    ag__session_emit_step(s, AG_STEP_REASONING, "reasoning_tool", reasoning, NULL);
+    ag__session_emit_progress(s, "Reasoning: %s", summary ? summary : "");
     free(summary);
     int rc = push_assistant_call(s, call_id, name, args);
     ag_chat_result_free(res);
     if (rc == 0) run_action(s, call_id, name, args);
     free(name);
     free(args);
-    if (rc < 0) finish(s, AG_SESSION_ERROR, rc, "out of memory");
+    if (rc < 0) ag__session_finish(s, AG_SESSION_ERROR, rc, "out of memory");
     return;
   }
 
@@ -710,15 +617,16 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
     free(name);
     free(args);
     free(cid);
-    if (rc < 0) finish(s, AG_SESSION_ERROR, rc, "out of memory");
+    if (rc < 0) ag__session_finish(s, AG_SESSION_ERROR, rc, "out of memory");
     return;
   }
 
   if (m->content && *m->content && res->finish_reason && strcmp(res->finish_reason, "length") == 0) {
     /* Never complete a run with an answer the token limit cut off. */
     ag_chat_result_free(res);
-    emit_progress(s, "Stopped: the answer was cut off by the token limit (max_tokens).");
-    finish(s, AG_SESSION_FAILED, AG_ELIMIT, "the model's answer was cut off by the token limit (max_tokens)");
+    ag__session_emit_progress(s, "Stopped: the answer was cut off by the token limit (max_tokens).");
+    ag__session_finish(s, AG_SESSION_FAILED, AG_ELIMIT,
+                       "the model's answer was cut off by the token limit (max_tokens)");
     return;
   }
   if (m->content && *m->content) {
@@ -727,82 +635,25 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
     a.role = AG_ROLE_ASSISTANT;
     a.content = strdup(m->content);
     ag_chat_result_free(res);
-    if (!a.content || push_msg(s, &a) < 0) {
+    if (!a.content || ag__session_push_msg(s, &a) < 0) {
       ag_msg_deinit(&a);
-      finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+      ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
       return;
     }
-    set_str(&s->result, s->msgs[s->n_msgs - 1].content);
+    ag__session_set_str(&s->result, s->msgs[s->n_msgs - 1].content);
     complete_answer(s, s->result);
-    finish(s, AG_SESSION_COMPLETED, 0, NULL);
+    ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
     return;
   }
   ag_chat_result_free(res);
-  finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model returned neither text nor a tool call");
-}
-
-static void after_tool(ag_session *s);
-static void execute_pending(ag_session *s);
-
-/* Adds the tool message for a call and its execution record, tells the owner, and commits; the
- * run then goes on by next_state. `finishing` means the call was committed as started and this
- * completes that row; otherwise the row is new (system tools, refusals). */
-static void record_result(ag_session *s, const ag_tool *tool, const char *call_id, const char *name, const char *args,
-                          const ag_buf *out, const char *status, bool finishing, uint64_t t0, int next_state) {
-  ag_msg tm = {0};
-  tm.role = AG_ROLE_TOOL;
-  tm.content = strdup(ag_buf_cstr(out));
-  tm.tool_call_id = strdup(call_id);
-  tm.name = strdup(tool ? tool->name : name);
-  ag_tool_exec_rec *e = finishing ? &s->finish_rec : &s->exec;
-  exec_rec_deinit(e);
-  e->iteration = s->iteration;
-  e->tool_call_id = strdup(call_id);
-  e->tool_name = strdup(tool ? tool->name : name);
-  e->arguments = strdup(args);
-  e->result = strdup(ag_buf_cstr(out));
-  e->status = strdup(status);
-  e->reason = strdup(tool ? "listed in the template's tools" : "unknown tool");
-  e->idempotent = tool && tool->idempotent;
-  e->tool_version = ag_tool_version(tool);
-  e->duration_ms = (int64_t)(ag_now_ms() - t0);
-  e->created_at = ag_unix_ms();
-  e->finished_at = e->created_at;
-  if (finishing)
-    s->has_finish = true;
-  else
-    s->has_exec = true;
-  bool exec_ok = e->tool_call_id && e->tool_name && e->arguments && e->result && e->status && e->reason;
-  if (!exec_ok || !tm.content || !tm.tool_call_id || !tm.name || push_msg(s, &tm) < 0) {
-    ag_msg_deinit(&tm);
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-    return;
-  }
-  if (tool && tool->role == AG_TOOL_PLAIN && strcmp(status, "interrupted") != 0) {
-    emit_step(s, AG_STEP_TOOL_RESULT, tool->name, args, ag_buf_cstr(out));
-    size_t shown = out->len > MAX_PROGRESS_RESULT ? ag_utf8_cut(ag_buf_cstr(out), MAX_PROGRESS_RESULT) : out->len;
-    emit_progress(s, "Result: %.*s%s", (int)shown, ag_buf_cstr(out), shown < out->len ? "..." : "");
-  } else if (strcmp(status, "ok") != 0) {
-    emit_progress(s, "Tool error: %s", ag_buf_cstr(out));
-  }
-
-  if (next_state == AG_SESSION_WAITING) {
-    emit_progress(s, "Asking the user for a clarification.");
-    finish(s, AG_SESSION_WAITING, 0, NULL);
-    return;
-  }
-  if (next_state == AG_SESSION_COMPLETED || next_state == AG_SESSION_FAILED) {
-    finish(s, next_state, 0, NULL);
-    return;
-  }
-  if (commit(s, after_tool) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+  ag__session_finish(s, AG_SESSION_ERROR, AG_EPROTO, "the model returned neither text nor a tool call");
 }
 
 /* Runs the chosen tool. System tools change the session and are committed with their result in
  * one journal entry (they have no effect outside it). A plain tool has effects outside agentd, so
  * its call is journalled twice: first the intent (the assistant message and a "started"
  * execution row), and only once that is durable is the tool run; its result is the next entry.
- * A crash between the two leaves a started row that recovery can see (recover_call). */
+ * A crash between the two leaves a started row that recovery can see (ag__session_recover_call, in session_tools.c). */
 static void run_action(ag_session *s, const char *call_id, const char *name, const char *args) {
   const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, name);
   toolkit tk;
@@ -822,15 +673,15 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
     status = "error";
   }
   if (tool && strcmp(status, "ok") == 0) {
-    if (tool->role != AG_TOOL_REASONING) emit_step(s, AG_STEP_ACTION, tool->name, args, NULL);
+    if (tool->role != AG_TOOL_REASONING) ag__session_emit_step(s, AG_STEP_ACTION, tool->name, args, NULL);
     /* The answer itself goes to the content; the questions are shown when the run pauses. */
-    if (tool->role == AG_TOOL_PLAIN) emit_progress(s, "Calling %s(%s)", tool->name, args);
+    if (tool->role == AG_TOOL_PLAIN) ag__session_emit_progress(s, "Calling %s(%s)", tool->name, args);
     switch (tool->role) {
     case AG_TOOL_REASONING: {
-      set_str(&s->reasoning, args);
+      ag__session_set_str(&s->reasoning, args);
       char *summary = ag_tools_reasoning_summary(args);
-      emit_step(s, AG_STEP_REASONING, tool->name, args, NULL);
-      emit_progress(s, "Reasoning: %s", summary ? summary : "");
+      ag__session_emit_step(s, AG_STEP_REASONING, tool->name, args, NULL);
+      ag__session_emit_progress(s, "Reasoning: %s", summary ? summary : "");
       free(summary);
       rc = ag_buf_append_str(&out, args);
       break;
@@ -842,7 +693,7 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
         status = "error";
         break;
       }
-      set_str(&s->result, fa.answer);
+      ag__session_set_str(&s->result, fa.answer);
       complete_answer(s, fa.answer);
       next_state = fa.failed ? AG_SESSION_FAILED : AG_SESSION_COMPLETED;
       rc = ag_buf_append_str(&out, fa.answer);
@@ -874,10 +725,10 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
       if (tool->is_search) s->searches_used++;
       ag_buf_deinit(&out);
       /* The intent first. */
-      set_str(&s->pend_call_id, call_id);
-      set_str(&s->pend_name, tool->name);
-      set_str(&s->pend_args, args);
-      exec_rec_deinit(&s->exec);
+      ag__session_set_str(&s->pend_call_id, call_id);
+      ag__session_set_str(&s->pend_name, tool->name);
+      ag__session_set_str(&s->pend_args, args);
+      ag__session_exec_rec_deinit(&s->exec);
       s->exec.iteration = s->iteration;
       s->exec.tool_call_id = strdup(call_id);
       s->exec.tool_name = strdup(tool->name);
@@ -890,266 +741,19 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
       s->has_exec = true;
       if (!s->pend_call_id || !s->pend_name || !s->pend_args || !s->exec.tool_call_id || !s->exec.tool_name ||
           !s->exec.arguments || !s->exec.status || !s->exec.reason) {
-        finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+        ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
         return;
       }
-      if (commit(s, execute_pending) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
+      if (ag__session_commit(s, ag__session_execute_pending) < 0)
+        ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the step commit");
       return;
     }
     }
   }
   if (rc < 0) status = "error";
-  record_result(s, tool, call_id, name, args, &out, status, false, t0, next_state);
+  ag__session_record_result(s, tool, call_id, name, args, &out, status, false, t0, next_state);
   ag_buf_deinit(&out);
 }
-
-static void journal_output(ag_session *s);
-static void store_next_artifact(ag_session *s);
-static void on_sources_added(int err, ag_source_rec *out, size_t n, void *ud);
-
-/* The call ended: its sources and artifacts go to the store first, then its result is journalled
- * (the sources a result cites exist before the result does). */
-static void on_tool_done(int err, ag_tool_output *out, void *ud) {
-  ag_session *s = ud;
-  s->pending--;
-  s->tool_job = NULL;
-  if (s->phase == PH_ENDED) { /* shut down while the call was being cancelled */
-    ag_tool_output_free(out);
-    maybe_free(s);
-    return;
-  }
-  if (!out) {
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-    return;
-  }
-  if (err < 0) out->is_error = true;
-  s->tool_out = out;
-  if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
-  s->next_artifact = 0;
-  if (out->n_sources == 0) {
-    store_next_artifact(s);
-    return;
-  }
-  size_t n = out->n_sources < AG_SOURCES_MAX_ADD ? out->n_sources : AG_SOURCES_MAX_ADD;
-  ag_source_rec *recs = calloc(n, sizeof *recs);
-  if (!recs) {
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-    return;
-  }
-  for (size_t i = 0; i < n; i++) {
-    recs[i].url = out->sources[i].url;
-    recs[i].title = out->sources[i].title;
-    recs[i].snippet = out->sources[i].snippet;
-  }
-  int rc = ag_store_sources_add(s->rt->cfg.store, s->id, recs, n, on_sources_added, s);
-  free(recs);
-  if (rc < 0) {
-    /* The result still reaches the model; only its citations are lost. */
-    ag_log_warn(s->id, "could not store the sources of %s: %s", s->pend_name, ag_strerror(rc));
-    store_next_artifact(s);
-    return;
-  }
-  s->pending++;
-  s->phase = PH_COMMIT;
-}
-
-static int append_source(ag_session *s, const ag_source_rec *r) {
-  ag_tool_source *p = realloc(s->sources, (s->n_sources + 1) * sizeof *p);
-  if (!p) return AG_ENOMEM;
-  s->sources = p;
-  p[s->n_sources] = (ag_tool_source){ag_strdup(r->url), ag_strdup(r->title), ag_strdup(r->snippet)};
-  if (!p[s->n_sources].url) return AG_ENOMEM;
-  s->n_sources++;
-  return 0;
-}
-
-/* The store numbered the sources; a URL the session had keeps its number. The in-memory list is
- * the store's order, so source k is at index k - 1. */
-static void on_sources_added(int err, ag_source_rec *out, size_t n, void *ud) {
-  ag_session *s = ud;
-  s->pending--;
-  if (err < 0) ag_log_warn(s->id, "could not store the sources of %s: %s", s->pend_name, ag_strerror(err));
-  for (size_t i = 0; err == 0 && i < n; i++)
-    if ((size_t)out[i].number == s->n_sources + 1 && append_source(s, &out[i]) < 0) break;
-  ag_source_recs_free(out, n);
-  if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
-  store_next_artifact(s);
-}
-
-static void on_artifact_added(int err, ag_artifact_rec *rec, void *ud) {
-  ag_session *s = ud;
-  s->pending--;
-  if (err < 0) ag_log_warn(s->id, "could not store an artifact of %s: %s", s->pend_name, ag_strerror(err));
-  ag_artifact_rec_free(rec);
-  if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
-  s->next_artifact++;
-  store_next_artifact(s);
-}
-
-static void store_next_artifact(ag_session *s) {
-  ag_tool_output *out = s->tool_out;
-  if (s->next_artifact >= out->n_artifacts) {
-    journal_output(s);
-    return;
-  }
-  const ag_tool_artifact *a = &out->artifacts[s->next_artifact];
-  ag_artifact_rec rec = {.session_id = s->id, .name = a->name, .mime_type = a->mime_type, .content = a->content};
-  int rc = ag_store_artifact_add(s->rt->cfg.store, &rec, on_artifact_added, s);
-  if (rc < 0) {
-    ag_log_warn(s->id, "could not store an artifact of %s: %s", s->pend_name, ag_strerror(rc));
-    s->next_artifact++;
-    store_next_artifact(s);
-    return;
-  }
-  s->pending++;
-  s->phase = PH_COMMIT;
-}
-
-static void journal_output(ag_session *s) {
-  ag_tool_output *out = s->tool_out;
-  s->tool_out = NULL;
-  const ag_tool *tool = s->pend_tool;
-  s->pend_tool = NULL;
-  char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
-  s->pend_call_id = s->pend_name = s->pend_args = NULL;
-  record_result(s, tool, cid, name, args, &out->text, out->is_error ? "error" : "ok", true, s->tool_t0,
-                AG_SESSION_RUNNING);
-  ag_tool_output_free(out);
-  ag_tool_release(tool);
-  free(cid);
-  free(name);
-  free(args);
-}
-
-static void start_tool(ag_session *s);
-
-static void on_sources_loaded(int err, ag_source_rec *recs, size_t n, void *ud) {
-  ag_session *s = ud;
-  s->pending--;
-  if (err < 0) ag_log_warn(s->id, "could not read the session's sources: %s", ag_strerror(err));
-  free_sources(s);
-  for (size_t i = 0; err == 0 && i < n; i++)
-    if ((size_t)recs[i].number == s->n_sources + 1 && append_source(s, &recs[i]) < 0) break;
-  ag_source_recs_free(recs, n);
-  s->sources_loaded = true;
-  if (s->cancel) {
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
-  start_tool(s);
-}
-
-/* The intent of the pending plain call is durable: run it, then journal its result. The web
- * tools number and cite the session's sources, so before the first of them in a run the sources
- * are read from the store (once); no other call pays for that read. */
-static void execute_pending(ag_session *s) {
-  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, s->pend_name);
-  const char *kind = tool ? ag_tool_executor_kind(tool) : NULL;
-  if (!s->sources_loaded && kind && strcmp(kind, "builtin-web") == 0) {
-    if (ag_store_sources_list(s->rt->cfg.store, s->id, on_sources_loaded, s) == 0) {
-      s->pending++;
-      s->phase = PH_COMMIT;
-      return;
-    }
-    s->sources_loaded = true; /* run without them rather than not at all */
-  }
-  start_tool(s);
-}
-
-static void start_tool(ag_session *s) {
-  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, s->pend_name);
-  s->tool_t0 = ag_now_ms();
-  if (!tool || tool->role != AG_TOOL_PLAIN) {
-    /* Only after a restart with a different set of tools. */
-    ag_buf out;
-    ag_buf_init(&out, 4096);
-    if (ag_buf_appendf(&out, "error: unknown tool \"%s\"", s->pend_name) < 0) ag_buf_reset(&out);
-    char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
-    s->pend_call_id = s->pend_name = s->pend_args = NULL;
-    record_result(s, NULL, cid, name, args, &out, "error", true, s->tool_t0, AG_SESSION_RUNNING);
-    ag_buf_deinit(&out);
-    free(cid);
-    free(name);
-    free(args);
-    return;
-  }
-  ag_tool_hold(tool);
-  s->pend_tool = tool;
-  ag_tool_call call = {.session_id = s->id,
-                       .call_id = s->pend_call_id,
-                       .tool_name = tool->name,
-                       .args = s->pend_args,
-                       .sources = s->sources,
-                       .n_sources = s->n_sources};
-  int rc = ag_tool_registry_call(s->rt->cfg.tools, tool, &call, on_tool_done, s, &s->tool_job);
-  if (rc < 0) {
-    ag_log_warn(s->id, "could not start %s: %s", tool->name, ag_strerror(rc));
-    ag_tool_output *out = ag_tool_output_new(4096);
-    if (!out) {
-      finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-      return;
-    }
-    ag_tool_output_fail(out, "error: %s could not be started: %s", tool->name, ag_strerror(rc));
-    s->tool_out = out;
-    journal_output(s);
-    return;
-  }
-  s->pending++;
-  s->phase = PH_TOOL;
-}
-
-/* Recovery found the conversation ending in a plain tool call whose result was never committed:
- * the tool may or may not have run. An idempotent tool is simply run again; any other is not
- * repeated, and the model is told the call was interrupted. Returns false if there is no such
- * call (the conversation ends between two steps). */
-static bool recover_call(ag_session *s) {
-  const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
-  if (!last || last->role != AG_ROLE_ASSISTANT || last->n_tool_calls == 0) return false;
-  const ag_llm_tool_call *tc = &last->tool_calls[0];
-  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, tc->name ? tc->name : "");
-  set_str(&s->pend_call_id, tc->id ? tc->id : "");
-  set_str(&s->pend_name, tool ? tool->name : (tc->name ? tc->name : ""));
-  set_str(&s->pend_args, tc->arguments ? tc->arguments : "{}");
-  if (!s->pend_call_id || !s->pend_name || !s->pend_args) {
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-    return true;
-  }
-  if (tool && tool->idempotent) {
-    ag_log_info(s->id, "repeating the interrupted call %s of %s (idempotent)", s->pend_call_id, tool->name);
-    execute_pending(s);
-    return true;
-  }
-  ag_log_warn(s->id, "the call %s of %s was interrupted and is not repeated (not idempotent)", s->pend_call_id,
-              s->pend_name);
-  ag_buf out;
-  ag_buf_init(&out, 1024);
-  int rc = ag_buf_appendf(&out,
-                          "error: this call was interrupted by a restart before its result was recorded; it was not "
-                          "repeated because %s is not idempotent, so its effects are unknown",
-                          s->pend_name);
-  char *cid = s->pend_call_id, *name = s->pend_name, *args = s->pend_args;
-  s->pend_call_id = s->pend_name = s->pend_args = NULL;
-  if (rc < 0)
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
-  else
-    record_result(s, tool, cid, name, args, &out, "interrupted", true, ag_now_ms(), AG_SESSION_RUNNING);
-  ag_buf_deinit(&out);
-  free(cid);
-  free(name);
-  free(args);
-  return true;
-}
-
-static void after_tool(ag_session *s) { begin_step(s); }
 
 /* ---------- runtime ---------- */
 
@@ -1204,7 +808,7 @@ static ag_session *session_new(ag_runtime *rt, const ag_run_events *ev) {
 static void started_then_step(ag_session *s) {
   s->started = true;
   if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
-  begin_step(s);
+  ag__session_begin_step(s);
 }
 
 int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input, size_t n_input, int stream_format,
@@ -1233,20 +837,20 @@ int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input
   m.role = AG_ROLE_SYSTEM;
   m.content = rc == 0 ? ag_buf_take(&sys) : NULL;
   ag_buf_deinit(&sys);
-  if (!m.content || push_msg(s, &m) < 0) {
+  if (!m.content || ag__session_push_msg(s, &m) < 0) {
     ag_msg_deinit(&m);
     goto oom;
   }
   for (size_t i = 0; i < n_input; i++) {
     if (input[i].role == AG_ROLE_SYSTEM) continue;
-    if (ag_msg_copy(&m, &input[i]) < 0 || push_msg(s, &m) < 0) {
+    if (ag_msg_copy(&m, &input[i]) < 0 || ag__session_push_msg(s, &m) < 0) {
       ag_msg_deinit(&m);
       goto oom;
     }
-    if (input[i].role == AG_ROLE_USER) set_str(&s->task, input[i].content);
+    if (input[i].role == AG_ROLE_USER) ag__session_set_str(&s->task, input[i].content);
   }
   if (ag_map_put(&rt->live, s->id, s) < 0) goto oom;
-  rc = commit(s, started_then_step);
+  rc = ag__session_commit(s, started_then_step);
   if (rc < 0) {
     (void)ag_map_del(&rt->live, s->id);
     session_free(s);
@@ -1267,14 +871,15 @@ static void resume_apply(ag_session *s) {
   m.role = AG_ROLE_USER;
   m.content = s->resume_text;
   s->resume_text = NULL;
-  if (push_msg(s, &m) < 0) {
+  if (ag__session_push_msg(s, &m) < 0) {
     ag_msg_deinit(&m);
-    finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
     return;
   }
   s->state = AG_SESSION_RUNNING;
   s->step = STEP_ACTION; /* the next step starts a new iteration for every kind */
-  if (commit(s, started_then_step) < 0) finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
+  if (ag__session_commit(s, started_then_step) < 0)
+    ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
 }
 
 static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t n, void *ud) {
@@ -1320,7 +925,7 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
       if (msgs[i].tool_calls && ag_tool_calls_from_json(msgs[i].tool_calls, &m.tool_calls, &m.n_tool_calls) < 0)
         end_err = AG_EDB;
       if (m.role < 0 || (int64_t)i != msgs[i].seq) end_err = AG_EDB;
-      if (end_err || push_msg(s, &m) < 0) {
+      if (end_err || ag__session_push_msg(s, &m) < 0) {
         ag_msg_deinit(&m);
         end_err = end_err ? end_err : AG_ENOMEM;
       }
@@ -1336,7 +941,7 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   ag_message_recs_free(msgs, n);
   if (end_err) {
     s->end_err = end_err;
-    set_str(&s->end_msg, why);
+    ag__session_set_str(&s->end_msg, why);
     s->phase = PH_ENDING;
     deliver_end(s);
     return;
@@ -1348,18 +953,18 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     s->step = STEP_ACTION;
     s->started = true;
     if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
-    if (recover_call(s)) return;
+    if (ag__session_recover_call(s)) return;
     const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
     const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tool_registry_find(s->rt->cfg.tools, last->name) : NULL;
     s->step =
         lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
-    begin_step(s);
+    ag__session_begin_step(s);
     return;
   }
   if (s->cancel) {
     /* Cancelled (DELETE or the client left) while loading: the cancel must be committed. */
     s->phase = PH_COMMIT;
-    finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
   ag_log_info(s->id, "session resumed with a clarification");

@@ -1,0 +1,135 @@
+/* Internal interface of the agent loop (session.h), shared by its two files and by nothing else:
+ * the runtime and session structs, the enums of a session's state machine, and the functions one
+ * file calls in the other. session.c holds the runtime, the steps, commits and the end of a run;
+ * session_tools.c journals plain tool calls. Cross-file functions are ag__session_*. */
+#ifndef AG_AGENT_SESSION_INTERNAL_H
+#define AG_AGENT_SESSION_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/session.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "base/json_scan.h"
+#include "base/map.h"
+#include "llm/llm.h"
+#include "store/store.h"
+#include "tools/executor.h"
+#include "tools/tools.h"
+
+struct ag_runtime {
+  ag_runtime_config cfg;
+  ag_map live; /* id -> ag_session*, sessions with a run in progress */
+  /* Sessions whose run ended here but whose final commit failed (the database was out of reach):
+   * the row still says running, and the recovery sweep must not run them again in this process.
+   * (A restart resumes them, as after a crash before that commit.) Values are unused. */
+  ag_map stranded;
+  size_t sessions; /* session objects alive, including ended ones waiting for a callback */
+  size_t ops;      /* runtime-level store operations outstanding (recovery listing) */
+  bool shutting_down;
+};
+
+enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
+enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
+enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
+
+struct ag_session {
+  ag_runtime *rt;
+  char *id;
+  const ag_template *tpl;
+  int format;
+  int state;
+  int iteration;
+  int searches_used;
+  int clarifications_used;
+  int llm_calls;  /* in this run; capped by tpl->max_steps */
+  ag_usage total; /* whole session */
+  ag_usage run;   /* this run */
+  char *task;
+  char *result;
+  char *error;
+  char *reasoning; /* current_step_reasoning JSON */
+  char *parent_id;
+  int64_t created_at;
+
+  ag_msg *msgs;
+  size_t n_msgs, cap_msgs, n_committed;
+
+  /* What the next commit carries besides messages: a new tool-execution row, and the result of
+   * one that was committed as started. */
+  bool has_exec;
+  ag_tool_exec_rec exec;
+  bool has_finish;
+  ag_tool_exec_rec finish_rec;
+  /* A plain tool call whose intent is committed and whose result is not (yet). */
+  char *pend_call_id, *pend_name, *pend_args;
+  const ag_tool *pend_tool; /* held while its call runs */
+  ag_tool_job *tool_job;    /* the call in flight (PH_TOOL) */
+  uint64_t tool_t0;
+  ag_tool_output *tool_out; /* the finished call's output, until its result is journalled */
+  size_t next_artifact;     /* of tool_out, being stored */
+  /* The session's numbered sources (1..n_sources), read from the store before the first plain
+   * tool call of a run and kept up to date from then on. */
+  ag_tool_source *sources;
+  size_t n_sources;
+  bool sources_loaded;
+  bool has_usage;
+  ag_usage_rec usage_rec;
+
+  ag_run_events ev;
+  bool started;  /* on_start delivered */
+  bool detached; /* owner gone */
+  int cancel;    /* enum cancel_kind */
+  int phase;
+  int step;    /* enum step_kind of the call in flight / just done */
+  int pending; /* outstanding provider/store callbacks */
+  ag_llm_call *call;
+  void (*after_commit)(ag_session *s);
+  int end_err;
+  char *end_msg;
+  char *resume_text; /* clarification to apply after loading */
+  bool recovering;   /* loaded at start-up to continue a run a crash interrupted */
+
+  /* Streaming of the answer out of the call in flight. */
+  ag_json_scan scan;
+  bool scan_on;
+  bool saw_tool_delta;
+  bool answer_path_ok; /* sgr: the discriminator names the final-answer tool */
+  char disc[64];
+  size_t disc_len;
+  ag_buf streamed; /* answer text already given to on_answer in this run */
+};
+
+/* ---------- session.c ---------- */
+
+/* Replaces *dst with a copy of src (NULL stays NULL); *dst is NULL if the copy fails. */
+void ag__session_set_str(char **dst, const char *src);
+/* Appends m to the conversation, taking its strings (m is zeroed); AG_ENOMEM leaves m as it was. */
+AG_MUST_CHECK int ag__session_push_msg(ag_session *s, ag_msg *m);
+void ag__session_exec_rec_deinit(ag_tool_exec_rec *e);
+/* Frees the session once its run has ended and no callback is outstanding. */
+void ag__session_maybe_free(ag_session *s);
+void ag__session_emit_progress(ag_session *s, const char *fmt, ...) AG_PRINTF(2, 3);
+void ag__session_emit_step(ag_session *s, int type, const char *tool, const char *args, const char *result);
+/* Commits everything not yet durable, then calls next(s). If it fails, next is never called. */
+AG_MUST_CHECK int ag__session_commit(ag_session *s, void (*next)(ag_session *s));
+/* Ends the run in `state`: commits it, then delivers on_end exactly once. */
+void ag__session_finish(ag_session *s, int state, int err, const char *msg);
+/* Starts the next LLM call (or ends the run on cancellation or the step limit). */
+void ag__session_begin_step(ag_session *s);
+
+/* ---------- session_tools.c ---------- */
+
+void ag__session_free_sources(ag_session *s);
+/* Adds the tool message and execution record of a call and commits them (see session_tools.c). */
+void ag__session_record_result(ag_session *s, const ag_tool *tool, const char *call_id, const char *name,
+                               const char *args, const ag_buf *out, const char *status, bool finishing, uint64_t t0,
+                               int next_state);
+/* Runs the plain call whose intent (s->pend_*) is durable, then journals its result. */
+void ag__session_execute_pending(ag_session *s);
+/* Continues a recovered run whose conversation ends in an unanswered plain call; false if none. */
+bool ag__session_recover_call(ag_session *s);
+
+#endif
