@@ -5,7 +5,7 @@
 CC       ?= cc
 # Quiet by default; `make V=1` shows full command lines.
 Q := $(if $(V),,@)
-PKGS     := libuv libcurl jansson sqlite3 libpq lua5.4
+PKGS     := libuv libcurl jansson sqlite3 libpq lua5.4 yaml-0.1
 DEP_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 DEP_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lpthread -lm
 
@@ -129,6 +129,7 @@ build/bench/store_commits: bench/store_commits.c $(REL_DIR)/libagentd.a
 bench: deps all build/bench/store_commits
 	@bench/quick.sh
 	@bench/store.sh
+	@bench/pool.sh
 
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)

@@ -1,8 +1,8 @@
 // Runs N streamed chat sessions against agentd with the official openai client, C at a time, and
-// checks every answer. Usage: node bench/sessions.mjs <baseURL> <N> <C>
+// checks every answer. Usage: node bench/sessions.mjs <baseURL> <N> <C> [model]
 import OpenAI from '../tests/e2e/node_modules/openai/index.mjs';
 
-const [baseURL, n = '1000', c = '20'] = process.argv.slice(2);
+const [baseURL, n = '1000', c = '20', model = 'tool_calling_agent'] = process.argv.slice(2);
 const client = new OpenAI({ baseURL, apiKey: 'unused', maxRetries: 0 });
 const N = Number(n), C = Number(c);
 let next = 0, ok = 0;
@@ -12,7 +12,7 @@ async function worker() {
     next++;
     const t = performance.now();
     const stream = await client.chat.completions.create({
-      model: 'tool_calling_agent', stream: true,
+      model, stream: true,
       messages: [{ role: 'user', content: 'Where is my order A-17?' }],
     });
     let text = '';

@@ -3,7 +3,7 @@
 # `make run` and `make test` work on a fresh bookworm machine. Needs root (or sudo) for apt-get.
 set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev
-      libuv1-dev libcurl4-openssl-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libpq-dev liblua5.4-dev libcmocka-dev
+      libuv1-dev libcurl4-openssl-dev libhttp-parser-dev libjansson-dev libsqlite3-dev libpq-dev liblua5.4-dev libyaml-dev libcmocka-dev
       postgresql sqlite3 json-schema-test-suite nodejs npm curl)
 missing=()
 for p in "${pkgs[@]}"; do

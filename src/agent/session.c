@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "agent/session_internal.h"
+#include "agent/template_cache.h"
 #include "base/buf.h"
 #include "base/json_scan.h"
 #include "base/log.h"
@@ -79,6 +80,8 @@ void ag__session_exec_rec_deinit(ag_tool_exec_rec *e) {
 
 static void session_free(ag_session *s) {
   s->rt->sessions--;
+  ag_template_unref(s->tpl);
+  free(s->tpl_name);
   for (size_t i = 0; i < s->n_msgs; i++)
     ag_msg_deinit(&s->msgs[i]);
   free(s->msgs);
@@ -153,8 +156,9 @@ void ag__session_emit_step(ag_session *s, int type, const char *tool, const char
 static void fill_rec(const ag_session *s, ag_session_rec *r) {
   memset(r, 0, sizeof *r);
   r->id = s->id;
-  r->template_name = s->tpl->name;
-  r->template_version = s->tpl->version;
+  /* Loading: the stored session's own, until its template version is found. */
+  r->template_name = s->tpl ? s->tpl->name : s->tpl_name;
+  r->template_version = s->tpl ? s->tpl->version : s->tpl_version;
   r->state = (char *)ag_session_state_name(s->state);
   r->task = s->task;
   r->stream_format = (char *)ag_stream_format_name(s->format);
@@ -326,6 +330,12 @@ static void deliver_end(ag_session *s) {
   ag_runtime *rt = s->rt;
   if (s->id && ag_map_get(&rt->live, s->id) == s) (void)ag_map_del(&rt->live, s->id);
   s->phase = PH_ENDED;
+  if (s->inst) {
+    /* The run is over: the instance is reset and serves the next session. */
+    ag_pool_release(rt->cfg.pool, s->inst);
+    s->inst = NULL;
+    s->ts = NULL;
+  }
   if (!s->detached && s->ev.on_end) {
     const char *text = NULL;
     if (s->state == AG_SESSION_COMPLETED || s->state == AG_SESSION_FAILED) text = s->result;
@@ -340,34 +350,55 @@ static void deliver_end(ag_session *s) {
 /* ---------- the toolkit for a step ---------- */
 
 typedef struct toolkit {
-  const ag_tool *tools[64];
+  const ag_tool *tools[AG_TEMPLATE_MAX_TOOLS + 1];
   size_t n;
+  uint64_t key; /* which tools: bit i = the toolset's tool i, bit 63 = the final answer added */
 } toolkit;
 
-static void toolkit_add(toolkit *tk, const ag_tool *t) {
+static bool toolkit_add(toolkit *tk, const ag_tool *t) {
   for (size_t i = 0; i < tk->n; i++)
-    if (tk->tools[i] == t) return;
+    if (tk->tools[i] == t) return false;
   /* The last slot is kept for the final answer: a run must always be able to end. */
   size_t cap = AG_ARRAY_LEN(tk->tools) - (t->role == AG_TOOL_FINAL_ANSWER ? 0 : 1);
-  if (tk->n < cap) tk->tools[tk->n++] = t;
+  if (tk->n >= cap) return false;
+  tk->tools[tk->n++] = t;
+  return true;
 }
 
-/* Tools offered to the model now, after the limits: past max_iterations only the final answer;
- * clarification and search tools drop out when their budgets are spent. */
+/* Whether tool t may be offered at this step: past max_iterations only the final answer (and the
+ * reasoning tool); clarification and search tools drop out when their budgets are spent. */
+static bool offer_now(const ag_session *s, const ag_tool *tool, bool with_reasoning) {
+  const ag_template *t = s->tpl;
+  if (tool->role == AG_TOOL_REASONING && !with_reasoning) return false;
+  if (s->iteration >= t->max_iterations && tool->role != AG_TOOL_FINAL_ANSWER && tool->role != AG_TOOL_REASONING)
+    return false;
+  if (tool->role == AG_TOOL_CLARIFICATION && s->clarifications_used >= t->max_clarifications) return false;
+  if (tool->is_search && s->searches_used >= t->max_searches) return false;
+  return true;
+}
+
+/* Tools offered to the model now, from the instance's prepared set: the required ones first,
+ * then the others in template order, at most max_tools_in_prompt of them (the final answer
+ * aside), and the final answer always. */
 static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk) {
   const ag_template *t = s->tpl;
-  bool final_only = s->iteration >= t->max_iterations;
+  const ag_tool *const *tools;
+  const bool *required;
+  size_t n = ag_toolset_tools(s->ts, &tools, &required);
+  size_t cap = t->max_tools_in_prompt > 0 ? (size_t)t->max_tools_in_prompt : SIZE_MAX, shown = 0;
   tk->n = 0;
-  for (size_t i = 0; i < t->n_tools; i++) {
-    const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, t->tools[i]);
-    if (!tool) continue;
-    if (tool->role == AG_TOOL_REASONING && !with_reasoning) continue;
-    if (final_only && tool->role != AG_TOOL_FINAL_ANSWER && tool->role != AG_TOOL_REASONING) continue;
-    if (tool->role == AG_TOOL_CLARIFICATION && s->clarifications_used >= t->max_clarifications) continue;
-    if (tool->is_search && s->searches_used >= t->max_searches) continue;
-    toolkit_add(tk, tool);
-  }
-  toolkit_add(tk, ag_tools_find("final_answer_tool")); /* a run must always be able to end */
+  tk->key = 0;
+  for (int pass = 0; pass < 2; pass++)
+    for (size_t i = 0; i < n && i < 63; i++) {
+      if (required[i] != (pass == 0) || !offer_now(s, tools[i], with_reasoning)) continue;
+      bool counts = tools[i]->role != AG_TOOL_FINAL_ANSWER && tools[i]->role != AG_TOOL_REASONING;
+      if (counts && shown >= cap) continue;
+      if (toolkit_add(tk, tools[i])) {
+        tk->key |= (uint64_t)1 << i;
+        if (counts) shown++;
+      }
+    }
+  if (toolkit_add(tk, ag_tools_find("final_answer_tool"))) tk->key |= (uint64_t)1 << 63;
 }
 
 static bool toolkit_has(const toolkit *tk, const ag_tool *t) {
@@ -460,7 +491,7 @@ void ag__session_begin_step(ag_session *s) {
 
   toolkit tk;
   build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk);
-  ag_tool_def defs[64];
+  ag_tool_def defs[AG_TEMPLATE_MAX_TOOLS + 1];
   size_t nd = 0;
   ag_chat_request req = {0};
   req.model = t->model ? t->model : s->rt->cfg.default_model;
@@ -469,20 +500,20 @@ void ag__session_begin_step(ag_session *s) {
   req.temperature = t->temperature;
   req.max_tokens = t->max_tokens;
   req.stream = s->rt->cfg.stream_upstream;
+  req.extra = t->llm_params;
   req.session_id = s->id;
-  ag_buf schema;
-  ag_buf_init(&schema, 1 << 20);
   if (s->step == STEP_SGR) {
     for (size_t i = 0; i < tk.n; i++)
       if (tk.tools[i]->role != AG_TOOL_REASONING)
         defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters, false};
     const ag_tool *rt = ag_tools_find("reasoning_tool");
-    if (ag_sgr_build_schema(rt->parameters, defs, nd, &schema) < 0) {
-      ag_buf_deinit(&schema);
+    /* The instance keeps the schema of each tool subset it has offered: built once, not per step. */
+    const char *schema = ag_toolset_sgr_schema(s->ts, tk.key, rt->parameters, defs, nd);
+    if (!schema) {
       ag__session_finish(s, AG_SESSION_ERROR, AG_EINVAL, "could not build the structured-output schema");
       return;
     }
-    req.response_schema = ag_buf_cstr(&schema);
+    req.response_schema = schema;
     req.response_schema_name = "next_step";
   } else if (s->step == STEP_REASONING) {
     const ag_tool *rt = ag_tools_find("reasoning_tool");
@@ -509,7 +540,6 @@ void ag__session_begin_step(ag_session *s) {
 
   ag_chat_callbacks cbs = {on_llm_content, on_llm_tool_delta, on_llm_done, s};
   int rc = ag_llm_start(s->rt->cfg.provider, &req, &cbs, &s->call);
-  ag_buf_deinit(&schema);
   if (rc < 0) {
     ag__session_finish(s, AG_SESSION_ERROR, rc, "could not start the upstream request");
     return;
@@ -767,14 +797,38 @@ int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out) {
   return 0;
 }
 
+static void *hook_make(ag_template *tpl, void *ud) { return ag_toolset_new(tpl, ud); }
+static void hook_reset(void *ext, void *ud) {
+  (void)ud;
+  ag_toolset_reset(ext);
+}
+static void hook_destroy(void *ext, void *ud) {
+  (void)ud;
+  ag_toolset_free(ext);
+}
+
+void ag_runtime_pool_hooks(ag_tool_registry *reg, ag_pool_hooks *out) {
+  *out = (ag_pool_hooks){hook_make, hook_reset, hook_destroy, reg};
+}
+
 size_t ag_runtime_active(const ag_runtime *rt) { return rt->sessions + rt->ops; }
 
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
   return ag_map_get(&rt->live, session_id) != NULL;
 }
 
+static void after_instance(ag_session *s);
+
 static void cancel_session(ag_session *s, int kind) {
   if (s->cancel == CANCEL_NONE || kind == CANCEL_SHUTDOWN) s->cancel = kind;
+  if (s->phase == PH_ACQUIRE && s->wait) {
+    /* Still queued for an instance: leave the queue and end without one. */
+    ag_pool_cancel(s->rt->cfg.pool, s->wait);
+    s->wait = NULL;
+    s->pending--;
+    after_instance(s);
+    return;
+  }
   if (s->phase == PH_LLM && s->call) ag_llm_cancel(s->rt->cfg.provider, s->call);
   if (s->phase == PH_TOOL && s->tool_job) ag_tool_registry_cancel(s->rt->cfg.tools, s->pend_tool, s->tool_job);
   /* PH_COMMIT and PH_LOADING see the flag in their callbacks. */
@@ -811,8 +865,96 @@ static void started_then_step(ag_session *s) {
   ag__session_begin_step(s);
 }
 
-int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input, size_t n_input, int stream_format,
+static void begin_run(ag_session *s);
+static void resume_apply(ag_session *s);
+static void continue_recovered(ag_session *s);
+
+/* The pool answered: with an instance the run goes on where it was waiting (a new session
+ * commits its first step, a loaded one resumes); without, it ends before it began. */
+static void after_instance(ag_session *s) {
+  if (!s->inst || s->cancel) {
+    if (s->n_committed && (s->cancel == CANCEL_USER || s->cancel == CANCEL_CLIENT)) {
+      /* A stored session cancelled while it waited (DELETE, or its client left). */
+      s->phase = PH_COMMIT;
+      ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+      return;
+    }
+    if (!s->end_err) {
+      s->end_err = s->cancel == CANCEL_SHUTDOWN ? AG_ESHUTDOWN : AG_ECANCELED;
+      ag__session_set_str(&s->end_msg, s->cancel == CANCEL_SHUTDOWN ? "the server is shutting down" : "cancelled");
+    }
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  s->ts = ag_instance_ext(s->inst);
+  if (s->n_committed == 0) {
+    begin_run(s);
+  } else if (s->recovering) {
+    continue_recovered(s);
+  } else {
+    ag_log_info(s->id, "session resumed with a clarification");
+    resume_apply(s);
+  }
+}
+
+static void on_instance(int err, ag_instance *inst, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  s->wait = NULL;
+  s->inst = inst;
+  if (err < 0) {
+    s->end_err = err;
+    ag__session_set_str(&s->end_msg, err == AG_ETIMEDOUT   ? "every agent instance stayed busy: try again later"
+                                     : err == AG_ESHUTDOWN ? "the server is shutting down"
+                                                           : "no agent instance could be started");
+  } else {
+    ag_log_debug(s->id, "on instance %s (%llu sessions served before)", ag_instance_id(inst),
+                 (unsigned long long)ag_instance_sessions_served(inst));
+  }
+  after_instance(s);
+}
+
+/* Asks the pool for an instance of the session's template version. */
+static int acquire(ag_session *s) {
+  unsigned flags = s->recovering ? AG_POOL_UNBOUNDED : 0;
+  int rc = ag_pool_acquire(s->rt->cfg.pool, s->tpl, s->id, flags, on_instance, s, &s->wait);
+  if (rc < 0) return rc;
+  s->phase = PH_ACQUIRE;
+  s->pending++;
+  return 0;
+}
+
+static void begin_run(ag_session *s) {
+  int rc = ag__session_commit(s, started_then_step);
+  if (rc < 0) {
+    s->end_err = rc;
+    ag__session_set_str(&s->end_msg, "could not queue the commit");
+    s->phase = PH_ENDING;
+    deliver_end(s);
+    return;
+  }
+  ag_log_info(s->id, "session started (template %s v%d, kind %s, instance %s)", s->tpl->name, s->tpl->version,
+              ag_agent_kind_name(s->tpl->kind), ag_instance_id(s->inst));
+}
+
+/* {available_tools}: one line per tool the template offers. */
+static char *tool_list(ag_runtime *rt, const ag_template *tpl) {
+  ag_buf b;
+  ag_buf_init(&b, 1 << 20);
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < tpl->n_tools; i++) {
+    const ag_tool *t = ag_tool_registry_find(rt->cfg.tools, tpl->tools[i]);
+    if (t) rc = ag_buf_appendf(&b, "%s- %s: %s", b.len ? "\n" : "", t->name, t->description);
+  }
+  char *out = rc == 0 ? ag_strndup(ag_buf_cstr(&b), b.len) : NULL;
+  ag_buf_deinit(&b);
+  return out;
+}
+
+int ag_session_start(ag_runtime *rt, ag_template *tpl, const ag_msg *input, size_t n_input, int stream_format,
                      const ag_run_events *ev, ag_session **out) {
+  if (!rt->cfg.pool) return AG_EINVAL;
   ag_session *s = session_new(rt, ev);
   if (!s) return AG_ENOMEM;
   char uuid[37];
@@ -821,16 +963,27 @@ int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input
   s->id = malloc(idlen);
   if (!s->id) goto oom;
   snprintf(s->id, idlen, "%s_%s", tpl->name, uuid);
-  s->tpl = tpl;
+  s->tpl = ag_template_ref(tpl);
   s->format = stream_format >= 0 ? stream_format : tpl->stream_format;
   s->state = AG_SESSION_RUNNING;
   s->created_at = ag_unix_ms();
   s->step = STEP_ACTION;
 
+  /* The task is the last user message; the initial-request template wraps it. */
+  const char *task = NULL;
+  for (size_t i = 0; i < n_input; i++)
+    if (input[i].role == AG_ROLE_USER && input[i].content) task = input[i].content;
+  char *tools_text = tool_list(rt, tpl);
+  ag_prompt_vars vars = {.available_tools = tools_text, .task = task};
+  char *prompt = tools_text ? ag_template_render(tpl->system_prompt, &vars) : NULL;
+  free(tools_text);
+  if (!prompt) goto oom;
+
   /* System prompt first, then the client's system messages merged into it, then the rest. */
   ag_buf sys;
   ag_buf_init(&sys, 1 << 20);
-  int rc = ag_buf_append_str(&sys, tpl->system_prompt ? tpl->system_prompt : "");
+  int rc = ag_buf_append_str(&sys, prompt);
+  free(prompt);
   for (size_t i = 0; rc == 0 && i < n_input; i++)
     if (input[i].role == AG_ROLE_SYSTEM && input[i].content) rc = ag_buf_appendf(&sys, "\n\n%s", input[i].content);
   ag_msg m = {0};
@@ -843,20 +996,27 @@ int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input
   }
   for (size_t i = 0; i < n_input; i++) {
     if (input[i].role == AG_ROLE_SYSTEM) continue;
-    if (ag_msg_copy(&m, &input[i]) < 0 || ag__session_push_msg(s, &m) < 0) {
+    if (ag_msg_copy(&m, &input[i]) < 0) goto oom;
+    if (input[i].content == task && task && tpl->initial_request) {
+      free(m.content);
+      if (!(m.content = ag_template_render(tpl->initial_request, &vars))) {
+        ag_msg_deinit(&m);
+        goto oom;
+      }
+    }
+    if (ag__session_push_msg(s, &m) < 0) {
       ag_msg_deinit(&m);
       goto oom;
     }
-    if (input[i].role == AG_ROLE_USER) ag__session_set_str(&s->task, input[i].content);
   }
+  ag__session_set_str(&s->task, task);
   if (ag_map_put(&rt->live, s->id, s) < 0) goto oom;
-  rc = ag__session_commit(s, started_then_step);
+  rc = acquire(s);
   if (rc < 0) {
     (void)ag_map_del(&rt->live, s->id);
     session_free(s);
     return rc;
   }
-  ag_log_info(s->id, "session started (template %s, kind %s)", tpl->name, ag_agent_kind_name(tpl->kind));
   *out = s;
   return 0;
 oom:
@@ -869,8 +1029,18 @@ oom:
 static void resume_apply(ag_session *s) {
   ag_msg m = {0};
   m.role = AG_ROLE_USER;
-  m.content = s->resume_text;
+  if (s->tpl->clarification_response) {
+    ag_prompt_vars vars = {.task = s->task, .clarifications = s->resume_text};
+    m.content = ag_template_render(s->tpl->clarification_response, &vars);
+    free(s->resume_text);
+  } else {
+    m.content = s->resume_text;
+  }
   s->resume_text = NULL;
+  if (!m.content) {
+    ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    return;
+  }
   if (ag__session_push_msg(s, &m) < 0) {
     ag_msg_deinit(&m);
     ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
@@ -882,6 +1052,9 @@ static void resume_apply(ag_session *s) {
     ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
 }
 
+static void template_ready(ag_session *s, int err, ag_template *t);
+static void on_template_fetched(int err, ag_template *t, void *ud);
+
 static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t n, void *ud) {
   ag_session *s = ud;
   s->pending--;
@@ -890,9 +1063,9 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   if (err < 0) {
     end_err = err == AG_ENOTFOUND ? AG_ENOTFOUND : AG_EDB;
     why = err == AG_ENOTFOUND ? "no such session" : "storage error while loading the session";
-  } else if (!(s->tpl = ag_template_set_find(s->rt->cfg.templates, rec->template_name))) {
-    end_err = AG_ENOTFOUND;
-    why = "the session's template no longer exists";
+  } else if (!(s->tpl_name = strdup(rec->template_name))) {
+    end_err = AG_ENOMEM;
+    why = "out of memory";
   } else if (ag_session_state_parse(rec->state) != (s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING)) {
     end_err = AG_ESTATE;
     why = s->recovering ? "the session is no longer running" : "the session is not waiting for clarification";
@@ -902,6 +1075,7 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     s->format = s->format >= 0 ? s->format : ag_stream_format_parse(rec->stream_format);
     if (s->format < 0) s->format = AG_FORMAT_OPENAI;
     s->state = s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING;
+    s->tpl_version = (int)rec->template_version;
     s->iteration = rec->iteration;
     s->searches_used = rec->searches_used;
     s->clarifications_used = rec->clarifications_used;
@@ -946,29 +1120,66 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     deliver_end(s);
     return;
   }
-  if (s->recovering && !s->cancel) {
-    /* Every commit ends between two steps, so the conversation is ready for the next one. An
-     * sgr_tool_calling iteration whose reasoning was committed goes on with its action. */
-    ag_log_info(s->id, "session resumed after a restart at iteration %d", s->iteration);
-    s->step = STEP_ACTION;
-    s->started = true;
-    if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
-    if (ag__session_recover_call(s)) return;
-    const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
-    const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tool_registry_find(s->rt->cfg.tools, last->name) : NULL;
-    s->step =
-        lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
-    ag__session_begin_step(s);
-    return;
-  }
   if (s->cancel) {
     /* Cancelled (DELETE or the client left) while loading: the cancel must be committed. */
     s->phase = PH_COMMIT;
     ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
-  ag_log_info(s->id, "session resumed with a clarification");
-  resume_apply(s);
+  /* The version the session started on, from memory or from the store. */
+  ag_template *t = ag_template_cache_lookup(s->rt->cfg.templates, s->tpl_name, s->tpl_version);
+  if (t) {
+    template_ready(s, 0, ag_template_ref(t));
+    return;
+  }
+  int rc = ag_template_cache_fetch(s->rt->cfg.templates, s->tpl_name, s->tpl_version, on_template_fetched, s);
+  if (rc < 0) {
+    template_ready(s, rc, NULL);
+    return;
+  }
+  s->pending++;
+}
+
+static void on_template_fetched(int err, ag_template *t, void *ud) {
+  ag_session *s = ud;
+  s->pending--;
+  template_ready(s, err, t);
+}
+
+/* `t` is a reference for the session. */
+static void template_ready(ag_session *s, int err, ag_template *t) {
+  s->tpl = t;
+  int rc = err;
+  if (rc == 0 && s->cancel) {
+    s->phase = PH_COMMIT;
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  if (rc == 0) rc = acquire(s);
+  if (rc < 0) {
+    s->end_err = rc == AG_ENOTFOUND ? AG_ENOTFOUND : rc;
+    ag__session_set_str(&s->end_msg, rc == AG_ENOTFOUND ? "the session's template version no longer exists"
+                                     : rc == AG_EBUSY   ? "every agent instance is busy: try again later"
+                                                        : "could not load the session's template");
+    s->phase = PH_ENDING;
+    deliver_end(s);
+  }
+}
+
+/* A run a crash or a stop interrupted goes on from its last committed step. */
+static void continue_recovered(ag_session *s) {
+  /* Every commit ends between two steps, so the conversation is ready for the next one. An
+   * sgr_tool_calling iteration whose reasoning was committed goes on with its action. */
+  ag_log_info(s->id, "session resumed after a restart at iteration %d", s->iteration);
+  s->step = STEP_ACTION;
+  s->started = true;
+  if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
+  if (ag__session_recover_call(s)) return;
+  const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+  const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tool_registry_find(s->rt->cfg.tools, last->name) : NULL;
+  s->step =
+      lt && lt->role == AG_TOOL_REASONING && s->tpl->kind == AG_KIND_SGR_TOOL_CALLING ? STEP_REASONING : STEP_ACTION;
+  ag__session_begin_step(s);
 }
 
 /* Creates a live session in the loading phase and asks the store for it; on_loaded goes on.

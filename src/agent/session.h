@@ -30,6 +30,9 @@ typedef struct ag_store ag_store;
 typedef struct ag_tool_registry ag_tool_registry;
 typedef struct ag_runtime ag_runtime;
 typedef struct ag_session ag_session;
+typedef struct ag_template_cache ag_template_cache;
+typedef struct ag_pool ag_pool;
+typedef struct ag_pool_hooks ag_pool_hooks;
 
 enum ag_session_state {
   AG_SESSION_INITED,
@@ -46,15 +49,19 @@ bool ag_session_state_terminal(int state);
 
 typedef struct ag_runtime_config {
   uv_loop_t *loop;
-  ag_llm_provider *provider;        /* borrowed */
-  ag_store *store;                  /* borrowed */
-  const ag_template_set *templates; /* borrowed */
-  ag_tool_registry *tools;          /* borrowed; NULL: built-in tools only */
-  const char *default_model;        /* upstream model when the template names none */
-  bool stream_upstream;             /* ask upstream for SSE (default true) */
+  ag_llm_provider *provider;    /* borrowed */
+  ag_store *store;              /* borrowed */
+  ag_template_cache *templates; /* borrowed: the pinned versions of resumed sessions come from it */
+  ag_pool *pool;                /* borrowed: every run takes an instance of its template version */
+  ag_tool_registry *tools;      /* borrowed; NULL: built-in tools only */
+  const char *default_model;    /* upstream model when the template names none */
+  bool stream_upstream;         /* ask upstream for SSE (default true) */
 } ag_runtime_config;
 
 AG_MUST_CHECK int ag_runtime_new(const ag_runtime_config *cfg, ag_runtime **out);
+/* The hooks a pool serving this runtime's sessions needs (its instances' prepared tool sets, see
+ * agent/toolset.h), for tools from `reg` (borrowed; NULL: built-ins only). */
+void ag_runtime_pool_hooks(ag_tool_registry *reg, ag_pool_hooks *out);
 /* Sessions in memory: runs in progress, and ended runs still waiting for a callback. The runtime
  * may be freed only when this is 0. */
 size_t ag_runtime_active(const ag_runtime *rt);
@@ -109,15 +116,20 @@ typedef struct ag_run_events {
   void *ud;
 } ag_run_events;
 
-/* Starts a new session of template `tpl` with the client's messages (system messages are added
- * after the template's prompt; the last user message is the task). On success *out is the live
- * session and events will follow (never synchronously); on error nothing is called. */
-AG_MUST_CHECK int ag_session_start(ag_runtime *rt, const ag_template *tpl, const ag_msg *input, size_t n_input,
+/* Starts a new session of template version `tpl` (the session takes its own reference) with the
+ * client's messages (system messages are added after the template's prompt; the last user
+ * message is the task). The run waits for an instance of the pool first: AG_EBUSY at once when
+ * the pool's queue is full (nothing is called; ag_pool_retry_after_s says when to try again);
+ * a wait that times out ends with on_end(AG_ETIMEDOUT) before on_start. On success *out is the
+ * live session and events will follow (never synchronously); on error nothing is called. */
+AG_MUST_CHECK int ag_session_start(ag_runtime *rt, ag_template *tpl, const ag_msg *input, size_t n_input,
                                    int stream_format, const ag_run_events *ev, ag_session **out);
 
-/* Continues a session waiting for clarification with the user's answer. The session is loaded
- * from the store if needed; on_end reports AG_ENOTFOUND (unknown id) or AG_ESTATE (not waiting,
- * or already running) without on_start. stream_format < 0 keeps the session's own. */
+/* Continues a session waiting for clarification with the user's answer, on the template version
+ * it started on. The session is loaded from the store if needed; on_end reports AG_ENOTFOUND
+ * (unknown id, or its template was deleted), AG_ESTATE (not waiting, or already running), or,
+ * as for a start, AG_ETIMEDOUT / AG_EBUSY from the pool, without on_start. stream_format < 0
+ * keeps the session's own. */
 AG_MUST_CHECK int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification,
                                     int stream_format, const ag_run_events *ev, ag_session **out);
 

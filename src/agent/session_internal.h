@@ -9,7 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "agent/pool.h"
 #include "agent/session.h"
+#include "agent/toolset.h"
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/json_scan.h"
@@ -33,12 +35,17 @@ struct ag_runtime {
 
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
 enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
-enum phase { PH_LOADING, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
+enum phase { PH_LOADING, PH_ACQUIRE, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
 
 struct ag_session {
   ag_runtime *rt;
   char *id;
-  const ag_template *tpl;
+  ag_template *tpl;   /* a reference of the session's own */
+  ag_instance *inst;  /* the pool instance serving this run, from PH_ACQUIRE to the end */
+  ag_toolset *ts;     /* the instance's prepared tool set */
+  ag_pool_wait *wait; /* while waiting for an instance */
+  char *tpl_name;     /* loading: the stored session's template and version */
+  int tpl_version;
   int format;
   int state;
   int iteration;

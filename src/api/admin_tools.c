@@ -179,31 +179,7 @@ static int apply_fields(const ag_json *body, ag_tool_rec *t, const char **param,
   return rc;
 }
 
-static ag_json *parse_body(ag_http_req *req) {
-  /* A web page the operator visits can send a "simple" cross-site POST to 127.0.0.1 (text/plain,
-   * no preflight); application/json cannot be sent that way, so admin writes require it. */
-  ag_slice ct = {0};
-  if (!ag_http_req_header(req, "content-type", &ct) || !ag_slice_starts_with(ct, "application/json")) {
-    ag_api_error(req, 415, "invalid_request_error", "unsupported_media_type", NULL,
-                 "admin requests must be sent with Content-Type: application/json");
-    return NULL;
-  }
-  ag_slice b = ag_http_req_body(req);
-  if (b.len > MAX_DEF_BYTES) {
-    ag_api_error(req, 413, "invalid_request_error", "body_too_large", NULL, "a tool definition is at most %u bytes",
-                 MAX_DEF_BYTES);
-    return NULL;
-  }
-  char perr[160] = "";
-  ag_json *j = ag_json_parse(b.ptr, b.len, perr, sizeof perr);
-  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
-    ag_api_error(req, 400, "invalid_request_error", "invalid_json", NULL, "the body must be a JSON object%s%s",
-                 perr[0] ? ": " : "", perr);
-    ag_json_free(j);
-    return NULL;
-  }
-  return j;
-}
+static ag_json *parse_body(ag_http_req *req) { return ag__api_json_body(req, MAX_DEF_BYTES, "a tool definition"); }
 
 /* ---- operations -------------------------------------------------------------------------------- */
 

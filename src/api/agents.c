@@ -8,6 +8,7 @@
 
 #include "agent/session.h"
 #include "agent/template.h"
+#include "agent/template_cache.h"
 #include "api/api.h"
 #include "base/buf.h"
 #include "base/json.h"
@@ -24,8 +25,8 @@
 void ag__api_models(ag_api_ctx *ctx, ag_http_req *req) {
   ag_json *root = ag_json_object_new(), *data = ag_json_array_new();
   int rc = root && data ? 0 : AG_ENOMEM;
-  for (size_t i = 0; rc == 0 && i < ag_template_set_count(ctx->templates); i++) {
-    const ag_template *t = ag_template_set_at(ctx->templates, i);
+  for (size_t i = 0; rc == 0 && i < ag_template_cache_count(ctx->templates); i++) {
+    const ag_template *t = ag_template_cache_at(ctx->templates, i);
     ag_json *m = ag_json_object_new();
     if (!m) {
       rc = AG_ENOMEM;

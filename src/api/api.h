@@ -14,7 +14,9 @@
 typedef struct ag_http_req ag_http_req;
 typedef struct ag_runtime ag_runtime;
 typedef struct ag_store ag_store;
-typedef struct ag_template_set ag_template_set;
+typedef struct ag_template_cache ag_template_cache;
+typedef struct ag_pool ag_pool;
+typedef struct ag_bus ag_bus;
 typedef struct ag_tool_registry ag_tool_registry;
 typedef struct json_t ag_json; /* as in base/json.h */
 
@@ -22,13 +24,15 @@ typedef struct json_t ag_json; /* as in base/json.h */
 typedef struct ag_api_ctx {
   ag_runtime *runtime;
   ag_store *store;
-  const ag_template_set *templates;
-  ag_tool_registry *tools;    /* the running tools; changed by the admin API (hot-load) */
-  const char *upstream_model; /* model name upstream, or the offline model's name */
-  bool offline;               /* the scripted demo model is in use */
-  bool ready;                 /* false while starting or shutting down: /readyz says 503 */
-  bool draining;              /* shutting down: new sessions are refused with 503 */
-  size_t max_stream_buffer;   /* a client this far behind on an SSE stream is dropped */
+  ag_template_cache *templates; /* active template versions (the admin API changes them via the bus) */
+  ag_pool *pool;                /* agent instances: Retry-After when they are all busy */
+  ag_bus *bus;                  /* change notices (AG_TOPIC_TEMPLATES) */
+  ag_tool_registry *tools;      /* the running tools; changed by the admin API (hot-load) */
+  const char *upstream_model;   /* model name upstream, or the offline model's name */
+  bool offline;                 /* the scripted demo model is in use */
+  bool ready;                   /* false while starting or shutting down: /readyz says 503 */
+  bool draining;                /* shutting down: new sessions are refused with 503 */
+  size_t max_stream_buffer;     /* a client this far behind on an SSE stream is dropped */
 } ag_api_ctx;
 
 /* The ag_http_handler_fn for the server; ud is the ag_api_ctx. */
@@ -59,6 +63,11 @@ void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, 
 void ag__api_admin_tools(ag_api_ctx *ctx, ag_http_req *req, const char *rest);
 /* POST /admin/mcp/import: an MCP server's tools into the catalog. */
 void ag__api_admin_mcp_import(ag_api_ctx *ctx, ag_http_req *req);
+/* /admin/templates...; `rest` as for tools ("", "3", "3/versions", "3/activate"). */
+void ag__api_admin_templates(ag_api_ctx *ctx, ag_http_req *req, const char *rest);
+/* GET /admin/instances and GET /admin/sessions. */
+void ag__api_admin_instances(ag_api_ctx *ctx, ag_http_req *req);
+void ag__api_admin_sessions(ag_api_ctx *ctx, ag_http_req *req);
 
 /* Shared by the handlers (respond.c). respond_json takes the body (NULL: a 500 for memory);
  * iso_time gives null for 0; storage_error answers a store call that failed: 503
@@ -67,6 +76,10 @@ void ag__api_respond_json(ag_http_req *req, int status, ag_json *body);
 ag_json *ag__api_str_or_null(const char *s);
 ag_json *ag__api_iso_time(int64_t unix_ms);
 void ag__api_storage_error(ag_http_req *req, int err, const char *what);
+/* An admin write's body: Content-Type application/json (415 otherwise: a web page cannot send
+ * that cross-site without a preflight), at most `max` bytes (413, naming `what`), a JSON object
+ * (400). NULL when the request was answered with the error. */
+ag_json *ag__api_json_body(ag_http_req *req, size_t max, const char *what);
 
 /* The query parameter `name`, percent-decoded into out (NUL-terminated, cut to fit); "" when
  * absent. A number parameter: dflt when absent or not a number, at most max. */

@@ -12,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/pool.h"
 #include "agent/session.h"
 #include "agent/template.h"
+#include "agent/template_cache.h"
 #include "api/api.h"
 #include "api/chat_request.h"
 #include "base/buf.h"
@@ -146,6 +148,10 @@ static int error_status(int err, const char **type, const char **code) {
     *type = "invalid_request_error";
     *code = "cancelled";
     return 409;
+  case AG_EBUSY:
+    *type = "rate_limit_error";
+    *code = "instances_busy";
+    return 429;
   default:
     *type = "server_error";
     *code = "internal_error";
@@ -281,7 +287,15 @@ static void on_end(const ag_run_end *end, void *ud) {
     chat_free(c);
     return;
   }
-  if (!end->started || !c->session_id) {
+  if (!end->started && (end->err == AG_ETIMEDOUT || end->err == AG_EBUSY)) {
+    /* The run never got an agent instance: the pool stayed full. */
+    char hdr[64];
+    snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", ag_pool_retry_after_s(c->ctx->pool));
+    c->done = true;
+    ag_api_error_h(c->req, end->err == AG_EBUSY ? 429 : 503, hdr,
+                   end->err == AG_EBUSY ? "rate_limit_error" : "server_error", "instances_busy", NULL, "%s",
+                   end->error_message ? end->error_message : "every agent instance is busy");
+  } else if (!end->started || !c->session_id) {
     const char *type, *code;
     int status = error_status(end->err ? end->err : AG_EDB, &type, &code);
     c->done = true;
@@ -344,7 +358,7 @@ static void run(ag_api_ctx *ctx, ag_http_req *req, ag_chat_input *in, const char
     ag_api_error(req, 503, "server_error", "shutting_down", NULL, "the server is shutting down");
     return;
   }
-  const ag_template *tpl = clarification ? NULL : ag_template_set_find(ctx->templates, model);
+  ag_template *tpl = clarification ? NULL : ag_template_cache_active(ctx->templates, model);
   chat *c = chat_new(ctx, req, in);
   if (!c) {
     ag_api_error(req, 500, "server_error", NULL, NULL, "out of memory");
@@ -360,10 +374,15 @@ static void run(ag_api_ctx *ctx, ag_http_req *req, ag_chat_input *in, const char
   }
   if (rc < 0) {
     chat_free(c);
-    if (rc == AG_ESTATE)
+    if (rc == AG_ESTATE) {
       ag_api_error(req, 409, "invalid_request_error", "session_busy", "model",
                    "session %s is running; wait for it to finish", model);
-    else
+    } else if (rc == AG_EBUSY) {
+      char hdr[64];
+      snprintf(hdr, sizeof hdr, "Retry-After: %u\r\n", ag_pool_retry_after_s(ctx->pool));
+      ag_api_error_h(req, 429, hdr, "rate_limit_error", "instances_busy", NULL,
+                     "every agent instance is busy and the wait queue is full: retry later");
+    } else
       ag_api_error(req, 500, "server_error", NULL, NULL, "could not start the session: %s", ag_strerror(rc));
     return;
   }
@@ -384,7 +403,7 @@ void ag__api_chat_completions(ag_api_ctx *ctx, ag_http_req *req) {
     return;
   }
   const char *text = ag__chat_last_user_text(&in);
-  bool is_template = ag_template_set_find(ctx->templates, in.model) != NULL;
+  bool is_template = ag_template_cache_active(ctx->templates, in.model) != NULL;
   if (!is_template && !ag__chat_is_session_id(in.model)) {
     ag_api_error(req, 404, "invalid_request_error", "model_not_found", "model",
                  "the model '%s' does not exist: use a template name from /v1/models or a session id", in.model);

@@ -45,3 +45,28 @@ void ag__api_storage_error(ag_http_req *req, int err, const char *what) {
   default: ag_api_error(req, 500, "server_error", "storage_error", NULL, "%s", what); return;
   }
 }
+
+ag_json *ag__api_json_body(ag_http_req *req, size_t max, const char *what) {
+  /* A web page the operator visits can send a "simple" cross-site POST to 127.0.0.1 (text/plain,
+   * no preflight); application/json cannot be sent that way, so admin writes require it. */
+  ag_slice ct = {0};
+  if (!ag_http_req_header(req, "content-type", &ct) || !ag_slice_starts_with(ct, "application/json")) {
+    ag_api_error(req, 415, "invalid_request_error", "unsupported_media_type", NULL,
+                 "admin requests must be sent with Content-Type: application/json");
+    return NULL;
+  }
+  ag_slice b = ag_http_req_body(req);
+  if (b.len > max) {
+    ag_api_error(req, 413, "invalid_request_error", "body_too_large", NULL, "%s is at most %zu bytes", what, max);
+    return NULL;
+  }
+  char perr[160] = "";
+  ag_json *j = ag_json_parse(b.ptr, b.len, perr, sizeof perr);
+  if (!j || !ag_json_is(j, AG_JSON_OBJECT)) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_json", NULL, "the body must be a JSON object%s%s",
+                 perr[0] ? ": " : "", perr);
+    ag_json_free(j);
+    return NULL;
+  }
+  return j;
+}

@@ -148,10 +148,9 @@ size_t ag__api_query_num(ag_http_req *req, const char *name, size_t dflt, size_t
   return n;
 }
 
-/* "/admin/tools" or "/admin/tools/<rest>": the rest, bounded, or false. */
-static bool match_admin_tools(ag_slice path, char *rest, size_t restlen) {
-  static const char prefix[] = "/admin/tools";
-  size_t pl = sizeof prefix - 1;
+/* "<prefix>" or "<prefix>/<rest>": the rest, bounded, or false. */
+static bool match_admin(ag_slice path, const char *prefix, char *rest, size_t restlen) {
+  size_t pl = strlen(prefix);
   if (path.len < pl || memcmp(path.ptr, prefix, pl) != 0) return false;
   if (path.len == pl) {
     rest[0] = '\0';
@@ -247,7 +246,19 @@ void ag_api_handle(ag_http_req *req, void *ud) {
     ag__api_admin_mcp_import(ctx, req);
     return;
   }
-  if (match_admin_tools(path, rest, sizeof rest)) {
+  if (match_admin(path, "/admin/templates", rest, sizeof rest)) {
+    ag__api_admin_templates(ctx, req, rest);
+    return;
+  }
+  if (ag_slice_eq_cstr(path, "/admin/instances")) {
+    ag__api_admin_instances(ctx, req);
+    return;
+  }
+  if (ag_slice_eq_cstr(path, "/admin/sessions")) {
+    ag__api_admin_sessions(ctx, req);
+    return;
+  }
+  if (match_admin(path, "/admin/tools", rest, sizeof rest)) {
     ag__api_admin_tools(ctx, req, rest);
     return;
   }

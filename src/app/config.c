@@ -38,6 +38,12 @@ void ag_config_defaults(ag_config *c) {
   c->recovery_interval_s = 30;
   c->tool_timeout_ms = 30000;
   c->tool_max_output_bytes = 256u << 10;
+  c->pool_max_instances = 64;
+  c->pool_max_per_template = 16;
+  c->pool_queue_max = 256;
+  c->pool_queue_timeout_ms = 30000;
+  c->pool_idle_timeout_s = 300;
+  c->pool_heartbeat_s = 10;
 }
 
 void ag_config_deinit(ag_config *c) {
@@ -133,6 +139,12 @@ static const setting settings[] = {
     {"AGENTD_SEARCH_KIND", "search_kind", 0, OFF(search_kind)},
     {"AGENTD_SEARCH_URL", "search_url", 0, OFF(search_url)},
     {"AGENTD_SEARCH_API_KEY", "search_api_key", 0, OFF(search_api_key)},
+    {"AGENTD_POOL_MAX_INSTANCES", "pool_max_instances", 3, OFF(pool_max_instances)},
+    {"AGENTD_POOL_MAX_PER_TEMPLATE", "pool_max_per_template", 3, OFF(pool_max_per_template)},
+    {"AGENTD_POOL_QUEUE_MAX", "pool_queue_max", 3, OFF(pool_queue_max)},
+    {"AGENTD_POOL_QUEUE_TIMEOUT_MS", "pool_queue_timeout_ms", 1, OFF(pool_queue_timeout_ms)},
+    {"AGENTD_POOL_IDLE_TIMEOUT_S", "pool_idle_timeout_s", 1, OFF(pool_idle_timeout_s)},
+    {"AGENTD_POOL_HEARTBEAT_S", "pool_heartbeat_s", 1, OFF(pool_heartbeat_s)},
 };
 
 static int apply(ag_config *c, const setting *s, const char *v, char *err, size_t errlen) {

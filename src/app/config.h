@@ -35,13 +35,19 @@ typedef struct ag_config {
   int db_pool_size;      /* PostgreSQL connections */
   uint64_t db_connect_timeout_ms;
   uint64_t db_query_timeout_ms;
-  uint64_t retention_max_age_s;  /* prune sessions idle longer than this; 0 = keep forever */
-  uint64_t retention_interval_s; /* how often the server prunes */
-  uint64_t recovery_interval_s;  /* how often orphaned running sessions are resumed; 0 = only at start */
-  uint64_t tool_timeout_ms;      /* default per tool call */
-  size_t tool_max_output_bytes;  /* default cap on a tool result */
-  bool allow_private_hosts;      /* let http/web tools reach loopback/private addresses (tests) */
-  char *search_kind;             /* web_search backend: "tavily" or "searxng" */
+  uint64_t retention_max_age_s;   /* prune sessions idle longer than this; 0 = keep forever */
+  uint64_t retention_interval_s;  /* how often the server prunes */
+  uint64_t recovery_interval_s;   /* how often orphaned running sessions are resumed; 0 = only at start */
+  uint64_t tool_timeout_ms;       /* default per tool call */
+  size_t tool_max_output_bytes;   /* default cap on a tool result */
+  bool allow_private_hosts;       /* let http/web tools reach loopback/private addresses (tests) */
+  size_t pool_max_instances;      /* agent instances at most, all templates */
+  size_t pool_max_per_template;   /* per template unless its limits.max_instances says */
+  size_t pool_queue_max;          /* sessions waiting for an instance at most (then 429) */
+  uint64_t pool_queue_timeout_ms; /* longest wait for an instance (then 503) */
+  uint64_t pool_idle_timeout_s;   /* idle instances stop after */
+  uint64_t pool_heartbeat_s;      /* instance heartbeat period */
+  char *search_kind;              /* web_search backend: "tavily" or "searxng" */
   char *search_url;
   char *search_api_key;
 } ag_config;

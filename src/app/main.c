@@ -1,5 +1,5 @@
 /* agentd: one binary serving LLM agents to any OpenAI-compatible client.
- * Subcommands: serve (default), migrate, version, help. */
+ * Subcommands: serve (default), migrate, prune, templates, version, help. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +22,9 @@ static void usage(FILE *out) {
           "  serve      run the server (the default)\n"
           "  migrate    apply database migrations and exit; `migrate status` only reports\n"
           "  prune      delete sessions older than --older-than SECONDS (or AGENTD_RETENTION_MAX_AGE_S)\n"
+          "  templates  `templates import PATH...` adds or updates agent templates from template\n"
+          "             documents (*.json) or sgr-agent-core configuration (*.yaml); `templates\n"
+          "             export` prints every active template as a JSON array\n"
           "  version    print the version\n"
           "  help       this text; `agentd serve --help` lists every setting\n",
           AGENTD_VERSION);
@@ -59,7 +62,8 @@ int main(int argc, char **argv) {
     printf("agentd %s\n", AGENTD_VERSION);
     return 0;
   }
-  if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "prune") != 0) {
+  if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 && strcmp(cmd, "prune") != 0 &&
+      strcmp(cmd, "templates") != 0) {
     fprintf(stderr, "agentd: unknown command '%s'\n\n", cmd);
     usage(stderr);
     return 2;
@@ -67,6 +71,22 @@ int main(int argc, char **argv) {
 
   bool migrate_apply = true;
   uint64_t older_than = 0;
+  const char *tpl_action = NULL;
+  const char *tpl_paths[64];
+  size_t n_tpl_paths = 0;
+  if (strcmp(cmd, "templates") == 0) {
+    if (i >= argc || (strcmp(argv[i], "import") != 0 && strcmp(argv[i], "export") != 0)) {
+      fprintf(stderr, "agentd templates: say import PATH... or export\n");
+      return 2;
+    }
+    tpl_action = argv[i++];
+    while (i < argc && argv[i][0] != '-' && n_tpl_paths < AG_ARRAY_LEN(tpl_paths))
+      tpl_paths[n_tpl_paths++] = argv[i++];
+    if (strcmp(tpl_action, "import") == 0 && n_tpl_paths == 0) {
+      fprintf(stderr, "agentd templates import: give a folder or file to import\n");
+      return 2;
+    }
+  }
   if (strcmp(cmd, "migrate") == 0 && i < argc && argv[i][0] != '-') {
     if (strcmp(argv[i], "status") == 0) {
       migrate_apply = false;
@@ -127,9 +147,10 @@ int main(int argc, char **argv) {
     }
   }
   ag_log_set_level(cfg.log_level);
-  int code = strcmp(cmd, "migrate") == 0 ? ag_server_migrate(&cfg, migrate_apply)
-             : strcmp(cmd, "prune") == 0 ? ag_server_prune(&cfg, older_than)
-                                         : ag_server_run(&cfg);
+  int code = strcmp(cmd, "migrate") == 0     ? ag_server_migrate(&cfg, migrate_apply)
+             : strcmp(cmd, "prune") == 0     ? ag_server_prune(&cfg, older_than)
+             : strcmp(cmd, "templates") == 0 ? ag_server_templates(&cfg, tpl_action, tpl_paths, n_tpl_paths)
+                                             : ag_server_run(&cfg);
   ag_config_deinit(&cfg);
   return code;
 }

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,14 @@
 #include <time.h>
 #include <uv.h>
 
+#include "agent/pool.h"
 #include "agent/session.h"
 #include "agent/template.h"
+#include "agent/template_cache.h"
 #include "api/api.h"
 #include "app/retention.h"
-#include "app/template_loader.h"
+#include "app/template_files.h"
+#include "bus/bus.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "llm/llm.h"
@@ -46,7 +50,9 @@
 typedef struct ag_server {
   const ag_config *cfg;
   uv_loop_t *loop;
-  ag_template_set *templates;
+  ag_bus *bus;
+  ag_template_cache *templates;
+  ag_pool *pool;
   ag_store *store;
   ag_retention *retention; /* NULL when retention is off */
   ag_http_client *http_client;
@@ -107,6 +113,16 @@ static void close_http_server(ag_server *srv) {
   ag_http_server_close(srv->http, handle_closed, srv);
 }
 
+static void on_pool_closed(void *ud) {
+  ag_server *srv = ud;
+  srv->pool = NULL;
+  ag_template_cache_free(srv->templates);
+  srv->templates = NULL;
+  ag_bus_close(srv->bus, NULL, NULL);
+  srv->bus = NULL;
+  ag_store_close(srv->store, handle_closed, srv);
+}
+
 /* Only once no run and no upstream call is left (their owners' contracts require it). */
 static void begin_close(ag_server *srv) {
   uv_timer_stop(&srv->shutdown_timer);
@@ -123,7 +139,8 @@ static void begin_close(ag_server *srv) {
   /* Before the store: a prune in flight still gets its callback while the store drains. */
   if (srv->retention) ag_retention_stop(srv->retention, handle_closed, srv);
   srv->retention = NULL;
-  ag_store_close(srv->store, handle_closed, srv);
+  /* The pool writes its instances' last rows: the store closes after it. */
+  ag_pool_close(srv->pool, on_pool_closed, srv);
   uv_close((uv_handle_t *)&srv->sigterm, NULL);
   uv_close((uv_handle_t *)&srv->sigint, NULL);
   uv_close((uv_handle_t *)&srv->shutdown_timer, NULL);
@@ -284,74 +301,6 @@ static int load_catalog_page(catalog_load *cl) {
   return ag_store_tool_list(cl->srv->store, &f, on_catalog_page, cl);
 }
 
-/* Every built-in has a row in the catalog (is_system), so that listings show it and template
- * versions can link it; a missing row is created at start. */
-typedef struct seed {
-  ag_server *srv;
-  size_t next, pending;
-  int err;
-} seed;
-
-static void seed_next(seed *sd);
-
-static void on_seeded(int err, ag_tool_rec *t, void *ud) {
-  seed *sd = ud;
-  sd->pending--;
-  /* Another agentd on the same database may have created it a moment ago. */
-  if (err < 0 && err != AG_EEXIST) sd->err = err;
-  ag_tool_rec_free(t);
-  seed_next(sd);
-}
-
-/* The i-th built-in: the synchronous ones, then those an executor runs. */
-static const ag_tool *builtin_at(const ag_server *srv, size_t i) {
-  size_t n;
-  const ag_tool *all = ag_tools_all(&n);
-  return i < n ? &all[i] : ag_tool_registry_builtin_at(srv->tools, i - n);
-}
-
-static void on_seed_lookup(int err, ag_tool_rec *t, void *ud) {
-  seed *sd = ud;
-  sd->pending--;
-  const ag_tool *b = builtin_at(sd->srv, sd->next - 1);
-  if (err == AG_ENOTFOUND) {
-    char config[160];
-    snprintf(config, sizeof config, "{\"function\":\"%s\"}", b->name);
-    char *tags[1] = {(char *)(b->role == AG_TOOL_PLAIN ? "builtin" : "system")};
-    ag_tool_rec rec = {.name = (char *)b->name,
-                       .description = (char *)b->description,
-                       .input_schema = (char *)b->parameters,
-                       .executor = "builtin",
-                       .executor_config = config,
-                       .risk = "low",
-                       .is_system = true,
-                       .idempotent = b->idempotent,
-                       .active = true,
-                       .tags = tags,
-                       .n_tags = 1};
-    if (ag_store_tool_create(sd->srv->store, &rec, on_seeded, sd) == 0) {
-      sd->pending++;
-    } else {
-      sd->err = AG_EDB;
-    }
-  } else if (err < 0) {
-    sd->err = err;
-  } else {
-    seed_next(sd);
-  }
-  ag_tool_rec_free(t);
-}
-
-static void seed_next(seed *sd) {
-  const ag_tool *b = sd->err < 0 ? NULL : builtin_at(sd->srv, sd->next);
-  if (!b) return;
-  sd->next++;
-  if (ag_store_tool_get_by_name(sd->srv->store, b->name, on_seed_lookup, sd) == 0)
-    sd->pending++;
-  else
-    sd->err = AG_EDB;
-}
-
 /* The tool registry with its executors, and every active catalog tool in it, before the server
  * takes requests (start-up is synchronous by design). */
 static int open_tools(ag_server *srv) {
@@ -395,13 +344,10 @@ static int open_tools(ag_server *srv) {
       return rc;
     }
   }
-  seed sd = {.srv = srv};
-  seed_next(&sd);
-  while (sd.pending)
-    uv_run(srv->loop, UV_RUN_ONCE);
-  if (sd.err < 0) {
-    ag_log_error(NULL, "cannot record the built-in tools in the catalog: %s", ag_strerror(sd.err));
-    return sd.err;
+  char err[512] = "";
+  if ((rc = ag_builtin_rows_seed(srv->loop, srv->store, err, sizeof err)) < 0) {
+    ag_log_error(NULL, "%s", err);
+    return rc;
   }
   catalog_load cl = {.srv = srv};
   if ((rc = load_catalog_page(&cl)) < 0) {
@@ -415,6 +361,85 @@ static int open_tools(ag_server *srv) {
     return cl.err;
   }
   ag_log_info(NULL, "tools: %zu catalog tool(s) loaded%s", cl.loaded, cl.refused ? " (some refused, see above)" : "");
+  return 0;
+}
+
+static void set_flag(void *ud) { *(bool *)ud = true; }
+
+static void print_line(const char *line, void *ud) {
+  (void)ud;
+  printf("%s\n", line);
+}
+
+int ag_server_templates(const ag_config *cfg, const char *action, const char *const *paths, size_t n_paths) {
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) return 1;
+  ag_store *st = NULL;
+  int rc = open_store(cfg, &loop, &st);
+  char err[1024] = "";
+  if (rc == 0) rc = ag_builtin_rows_seed(&loop, st, err, sizeof err);
+  if (rc == 0 && strcmp(action, "export") == 0) {
+    rc = ag_templates_export(&loop, st, stdout, err, sizeof err);
+  } else if (rc == 0) {
+    ag_import_report rep = {0};
+    rc = ag_templates_import(&loop, st, paths, n_paths, true, &rep, print_line, NULL, err, sizeof err);
+    if (rc == 0)
+      printf("%zu created, %zu updated, %zu unchanged, %zu skipped\n", rep.created, rep.updated, rep.unchanged,
+             rep.skipped);
+  }
+  if (rc < 0) fprintf(stderr, "agentd templates %s: %s\n", action, err[0] ? err : ag_strerror(rc));
+  if (st) ag_store_close(st, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  return rc < 0 ? 1 : 0;
+}
+
+static void on_templates_loaded(int err, size_t n, void *ud) {
+  int *out = ud;
+  *out = err < 0 ? err : (int)n;
+}
+
+static void log_import(const char *line, void *ud) {
+  (void)ud;
+  if (strncmp(line, "skipped ", 8) == 0) return; /* every start after the first */
+  ag_log_info(NULL, "templates: %s", line);
+}
+
+/* The bus and the template cache: the files of templates/ whose names the database has never
+ * seen are imported first (the first start, and templates added to the folder later), then every
+ * active version is loaded. */
+static int open_templates(ag_server *srv) {
+  const ag_config *cfg = srv->cfg;
+  char err[1024] = "";
+  ag_import_report rep = {0};
+  int rc = ag_bus_local_new(srv->loop, &srv->bus);
+  if (rc == 0 && cfg->templates_dir && *cfg->templates_dir) {
+    struct stat sb;
+    if (stat(cfg->templates_dir, &sb) == 0) {
+      const char *dirs[1] = {cfg->templates_dir};
+      rc = ag_templates_import(srv->loop, srv->store, dirs, 1, false, &rep, log_import, NULL, err, sizeof err);
+      if (rc < 0) {
+        ag_log_error(NULL, "cannot import the templates of %s: %s", cfg->templates_dir, err);
+        return rc;
+      }
+      if (rep.created) ag_log_info(NULL, "templates: %zu imported from %s", rep.created, cfg->templates_dir);
+    }
+  }
+  if (rc == 0) rc = ag_template_cache_new(srv->store, srv->bus, &srv->templates);
+  int loaded = INT32_MIN;
+  if (rc == 0) rc = ag_template_cache_load(srv->templates, on_templates_loaded, &loaded);
+  while (rc == 0 && loaded == INT32_MIN)
+    uv_run(srv->loop, UV_RUN_ONCE);
+  if (rc == 0 && loaded < 0) rc = loaded;
+  if (rc < 0) {
+    ag_log_error(NULL, "cannot load the templates: %s", ag_strerror(rc));
+    return rc;
+  }
+  if (loaded == 0) {
+    ag_log_error(NULL, "no active templates (import some from %s, or with agentd templates import): nothing to serve",
+                 cfg->templates_dir ? cfg->templates_dir : "templates/");
+    return AG_EINVAL;
+  }
   return 0;
 }
 
@@ -450,20 +475,9 @@ int ag_server_run(const ag_config *cfg) {
   srv.lock_fd = -1;
   srv.loop = uv_default_loop();
   signal(SIGPIPE, SIG_IGN);
-  char err[512] = "";
   int rc;
   uint64_t t0 = ag_now_ms();
 
-  if ((rc = ag_template_set_new(&srv.templates)) < 0) goto fail;
-  if ((rc = ag_templates_load_dir(cfg->templates_dir, srv.templates, err, sizeof err)) < 0) {
-    ag_log_error(NULL, "cannot load templates: %s", err);
-    goto fail;
-  }
-  if (ag_template_set_count(srv.templates) == 0) {
-    ag_log_error(NULL, "no templates in %s: nothing to serve", cfg->templates_dir);
-    rc = AG_EINVAL;
-    goto fail;
-  }
   if ((rc = open_store(cfg, srv.loop, &srv.store)) < 0) goto fail;
   if ((rc = lock_database(cfg->db, &srv.lock_fd)) < 0) goto fail;
   if (cfg->retention_max_age_s > 0) {
@@ -500,11 +514,26 @@ int ag_server_run(const ag_config *cfg) {
   if (rc < 0) goto fail;
 
   if ((rc = open_tools(&srv)) < 0) goto fail;
+  if ((rc = open_templates(&srv)) < 0) goto fail;
+  ag_pool_config pc = {.loop = srv.loop,
+                       .store = srv.store,
+                       .max_instances = cfg->pool_max_instances,
+                       .max_per_template = cfg->pool_max_per_template,
+                       .queue_max = cfg->pool_queue_max,
+                       .queue_timeout_ms = cfg->pool_queue_timeout_ms,
+                       .idle_timeout_ms = cfg->pool_idle_timeout_s * 1000,
+                       .heartbeat_ms = cfg->pool_heartbeat_s * 1000};
+  ag_runtime_pool_hooks(srv.tools, &pc.hooks);
+  if ((rc = ag_pool_new(&pc, &srv.pool)) < 0) {
+    ag_log_error(NULL, "cannot start the instance pool: %s", ag_strerror(rc));
+    goto fail;
+  }
 
   ag_runtime_config rcfg = {.loop = srv.loop,
                             .provider = srv.provider,
                             .store = srv.store,
                             .templates = srv.templates,
+                            .pool = srv.pool,
                             .tools = srv.tools,
                             .default_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model,
                             .stream_upstream = true};
@@ -513,6 +542,8 @@ int ag_server_run(const ag_config *cfg) {
   srv.api.runtime = srv.runtime;
   srv.api.store = srv.store;
   srv.api.templates = srv.templates;
+  srv.api.pool = srv.pool;
+  srv.api.bus = srv.bus;
   srv.api.tools = srv.tools;
   srv.api.upstream_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model;
   srv.api.offline = offline;
@@ -552,7 +583,7 @@ int ag_server_run(const ag_config *cfg) {
 
   srv.api.ready = true;
   ag_log_info(NULL, "agentd listening on http://%s:%d (%zu templates, database %s, ready in %llu ms)", cfg->listen_host,
-              ag_http_server_port(srv.http), ag_template_set_count(srv.templates), cfg->db,
+              ag_http_server_port(srv.http), ag_template_cache_count(srv.templates), cfg->db,
               (unsigned long long)(ag_now_ms() - t0));
 
   uv_run(srv.loop, UV_RUN_DEFAULT);
@@ -560,7 +591,6 @@ int ag_server_run(const ag_config *cfg) {
   ag_http_server_free(srv.http);
   ag_runtime_free(srv.runtime);
   ag_llm_provider_free(srv.provider);
-  ag_template_set_free(srv.templates);
   rc = uv_loop_close(srv.loop);
   if (rc != 0) ag_log_warn(NULL, "event loop closed with handles still open");
   if (srv.lock_fd >= 0) close(srv.lock_fd);
@@ -579,9 +609,16 @@ fail:
   if (srv.tools) ag_tool_registry_close(srv.tools, NULL, NULL);
   if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);
   if (srv.retention) ag_retention_stop(srv.retention, NULL, NULL);
+  if (srv.pool) {
+    bool closed = false;
+    ag_pool_close(srv.pool, set_flag, &closed);
+    while (!closed)
+      uv_run(srv.loop, UV_RUN_ONCE);
+  }
+  ag_template_cache_free(srv.templates);
+  if (srv.bus) ag_bus_close(srv.bus, NULL, NULL);
   if (srv.store) ag_store_close(srv.store, NULL, NULL);
   uv_run(srv.loop, UV_RUN_DEFAULT);
-  ag_template_set_free(srv.templates);
   uv_loop_close(srv.loop);
   if (srv.lock_fd >= 0) close(srv.lock_fd);
   return 1;

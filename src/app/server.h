@@ -17,5 +17,8 @@ int ag_server_migrate(const ag_config *cfg, bool apply);
 /* Runs `agentd prune`: deletes the sessions not updated for older_than_s seconds (0: the
  * configured retention age) with everything hanging off them. 0, 1, or 2 for a usage error. */
 int ag_server_prune(const ag_config *cfg, uint64_t older_than_s);
+/* `agentd templates import PATH...` (action "import": each path imported with update, a line per
+ * template on stdout) or `agentd templates export` (the documents on stdout). Exit code. */
+int ag_server_templates(const ag_config *cfg, const char *action, const char *const *paths, size_t n_paths);
 
 #endif

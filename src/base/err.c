@@ -20,6 +20,7 @@ const char *ag_strerror(int err) {
   case AG_ECONNECT: return "connection failed";
   case AG_ESHUTDOWN: return "shutting down";
   case AG_EUNAVAIL: return "temporarily unavailable";
+  case AG_EBUSY: return "busy";
   }
   return "unknown error";
 }

@@ -21,6 +21,7 @@ enum ag_err {
   AG_ECONNECT = -14,  /* could not connect */
   AG_ESHUTDOWN = -15, /* the server is shutting down */
   AG_EUNAVAIL = -16,  /* a service agentd depends on (the database) is out of reach for now */
+  AG_EBUSY = -17,     /* every slot is taken and the wait queue is full: retry later */
 };
 
 /* Static, never NULL. */

@@ -104,3 +104,8 @@ int ag_json_dump(const ag_json *j, ag_buf *out) {
 }
 
 char *ag_json_dumps(const ag_json *j) { return json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY); }
+
+bool ag_json_equal(const ag_json *a, const ag_json *b) {
+  if (!a || !b) return a == b;
+  return json_equal((json_t *)a, (json_t *)b) != 0;
+}

@@ -69,5 +69,7 @@ int ag_json_del(ag_json *obj, const char *key);
 AG_MUST_CHECK int ag_json_dump(const ag_json *j, ag_buf *out);
 /* Compact serialisation as an owned C string; NULL on OOM. */
 char *ag_json_dumps(const ag_json *j);
+/* Deep equality (object member order does not matter). NULL equals only NULL. */
+bool ag_json_equal(const ag_json *a, const ag_json *b);
 
 #endif

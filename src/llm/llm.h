@@ -68,6 +68,8 @@ typedef struct ag_chat_request {
   double temperature;     /* < 0: not sent */
   int max_tokens;         /* <= 0: not sent */
   bool stream;            /* stream from upstream (deltas arrive as they come) */
+  const char *extra;      /* JSON object of further request fields (top_p, seed, ...), or NULL;
+                             fields set above win over it */
   const char *session_id; /* for logs only */
 } ag_chat_request;
 

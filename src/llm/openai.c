@@ -244,6 +244,18 @@ int ag__openai_build_request(const ag_chat_request *req, ag_buf *out) {
         ag_json_set_take(so, "include_usage", ag_json_bool_new(true)) < 0)
       goto done;
   }
+  if (req->extra) {
+    ag_json *extra = ag_json_parse(req->extra, strlen(req->extra), NULL, 0);
+    for (void *it = ag_json_iter(extra); it; it = ag_json_iter_next(extra, it)) {
+      const char *k = ag_json_iter_key(it);
+      if (ag_json_get(root, k)) continue;
+      if (ag_json_set_take(root, k, ag_json_ref(ag_json_iter_value(it))) < 0) {
+        ag_json_free(extra);
+        goto done;
+      }
+    }
+    ag_json_free(extra);
+  }
   rc = ag_json_dump(root, out);
 done:
   ag_json_free(root);

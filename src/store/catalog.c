@@ -164,29 +164,47 @@ static const char sql_ver_clear_active[] =
  * the database write lock; PostgreSQL: the guard's row lock), so two adds cannot pick the same
  * one. SELECT ... FROM agent_templates rather than VALUES: nothing is inserted, and the foreign
  * key cannot fail, when the guard missed. */
-static const char sql_ver_insert[] =
-    "INSERT INTO agent_template_versions (template_id, version, kind, stream_format, prompts, llm, limits, "
-    "tool_policy, rules, meta, is_active, created_at) "
-    "SELECT id, (SELECT COALESCE(MAX(version), 0) + 1 FROM agent_template_versions WHERE template_id = ?1), ?2, "
-    "COALESCE(?3, 'openai'), COALESCE(?4, '{}'), COALESCE(?5, '{}'), COALESCE(?6, '{}'), COALESCE(?7, '{}'), "
-    "COALESCE(?8, '[]'), COALESCE(?9, '{}'), ?10, ?11 FROM agent_templates WHERE id = ?1 AND deleted_at IS NULL";
+#define SQL_VER_INSERT(TID)                                                                                            \
+  "INSERT INTO agent_template_versions (template_id, version, kind, stream_format, prompts, llm, limits, "             \
+  "tool_policy, rules, meta, is_active, created_at) "                                                                  \
+  "SELECT id, (SELECT COALESCE(MAX(version), 0) + 1 FROM agent_template_versions WHERE template_id = " TID "), ?2, "   \
+  "COALESCE(?3, 'openai'), COALESCE(?4, '{}'), COALESCE(?5, '{}'), COALESCE(?6, '{}'), COALESCE(?7, '{}'), "           \
+  "COALESCE(?8, '[]'), COALESCE(?9, '{}'), ?10, ?11 FROM agent_templates WHERE id = " TID " AND deleted_at IS NULL"
 
-/* The newest version of template ?1: the one this batch inserted, as the template is held. */
-#define NEWEST_VER "(SELECT id FROM agent_template_versions WHERE template_id = ?1 ORDER BY version DESC LIMIT 1)"
+/* The template a batch works on: ?1 is its id, or (for a template the same batch creates) its
+ * name. */
+#define TID_ID "?1"
+#define TID_NAME "(SELECT id FROM agent_templates WHERE name = ?1)"
+
+/* The newest version of the template: the one this batch inserted, as the template is held. */
+#define NEWEST_VER(TID)                                                                                                \
+  "(SELECT id FROM agent_template_versions WHERE template_id = " TID " ORDER BY version DESC LIMIT 1)"
 
 /* A link of the new version. The target must exist and not be deleted: otherwise its subquery is
  * NULL and the CHECK that exactly one target is set refuses the row (AG_EINVAL), as the foreign
- * key would for an unknown id. Inserts nothing when the version insert was skipped. */
-static const char sql_link_add[] =
-    "INSERT INTO agent_template_tools (version_id, position, tool_id, agent_template_id, required) "
-    "SELECT v.id, ?2, (SELECT id FROM tools WHERE id = ?3 AND deleted_at IS NULL), "
-    "(SELECT id FROM agent_templates WHERE id = ?4 AND deleted_at IS NULL), ?5 "
-    "FROM agent_template_versions v JOIN agent_templates t ON t.id = v.template_id "
-    "WHERE v.id = " NEWEST_VER " AND t.deleted_at IS NULL";
+ * key would for an unknown id. A tool is given by id (?3) or, with ?3 NULL, by the name of an
+ * active tool (?6), resolved here, in the transaction. Inserts nothing when the version insert
+ * was skipped. */
+#define SQL_LINK_ADD(TID)                                                                                              \
+  "INSERT INTO agent_template_tools (version_id, position, tool_id, agent_template_id, required) "                     \
+  "SELECT v.id, ?2, COALESCE((SELECT id FROM tools WHERE id = ?3 AND deleted_at IS NULL), "                            \
+  "(SELECT id FROM tools WHERE name = ?6 AND active = TRUE AND deleted_at IS NULL)), "                                 \
+  "(SELECT id FROM agent_templates WHERE id = ?4 AND deleted_at IS NULL), ?5 "                                         \
+  "FROM agent_template_versions v JOIN agent_templates t ON t.id = v.template_id "                                     \
+  "WHERE v.id = " NEWEST_VER(TID) " AND t.deleted_at IS NULL"
 
-static const char sql_ver_newest[] =
-    "SELECT " VER_COLS " FROM agent_template_versions WHERE template_id = ?1 ORDER BY version DESC LIMIT 1";
-static const char sql_links_newest[] = LINK_SELECT "WHERE l.version_id = " NEWEST_VER " ORDER BY l.position";
+static const char sql_ver_insert[] = SQL_VER_INSERT(TID_ID);
+static const char sql_ver_insert_named[] = SQL_VER_INSERT(TID_NAME);
+static const char sql_link_add[] = SQL_LINK_ADD(TID_ID);
+static const char sql_link_add_named[] = SQL_LINK_ADD(TID_NAME);
+
+#define SQL_VER_NEWEST(TID)                                                                                            \
+  "SELECT " VER_COLS " FROM agent_template_versions WHERE template_id = " TID " ORDER BY version DESC LIMIT 1"
+static const char sql_ver_newest[] = SQL_VER_NEWEST(TID_ID);
+static const char sql_ver_newest_named[] = SQL_VER_NEWEST(TID_NAME);
+static const char sql_links_newest[] = LINK_SELECT "WHERE l.version_id = " NEWEST_VER(TID_ID) " ORDER BY l.position";
+static const char sql_links_newest_named[] =
+    LINK_SELECT "WHERE l.version_id = " NEWEST_VER(TID_NAME) " ORDER BY l.position";
 
 /* ?2 = 0 selects the active version. */
 #define VER_PICK "template_id = ?1 AND (version = ?2 OR (?2 = 0 AND is_active = TRUE))"
@@ -839,32 +857,33 @@ static void add_tpl_guards(ag__sql_batch *b, int64_t template_id, int64_t now) {
   ag__bind_int(b, now);
 }
 
-static int check_version(int64_t template_id, const ag_template_version_rec *in) {
-  if (template_id <= 0 || !in || !nonempty(in->kind)) return AG_EINVAL;
+static int check_version(const ag_template_version_rec *in) {
+  if (!in || !nonempty(in->kind)) return AG_EINVAL;
   if (in->n_tools > AG_CATALOG_MAX_LINKS) return AG_ETOOBIG;
   if (in->n_tools && !in->tools) return AG_EINVAL;
   for (size_t i = 0; i < in->n_tools; i++) {
     const ag_template_tool_rec *l = &in->tools[i];
-    if (l->tool_id < 0 || l->agent_template_id < 0 || (l->tool_id > 0) == (l->agent_template_id > 0)) return AG_EINVAL;
+    if (l->tool_id < 0 || l->agent_template_id < 0) return AG_EINVAL;
+    /* Exactly one target: a tool id, a template id, or (neither id) a tool name. */
+    if (l->tool_id > 0 && l->agent_template_id > 0) return AG_EINVAL;
+    if (l->tool_id == 0 && l->agent_template_id == 0 && !nonempty(l->name)) return AG_EINVAL;
   }
   return 0;
 }
 
-int ag_store_template_version_add(ag_store *st, int64_t template_id, const ag_template_version_rec *in, bool activate,
-                                  ag_store_template_version_fn cb, void *ud) {
-  int rc = store_ok(st);
-  if (rc == 0) rc = check_version(template_id, in);
-  if (rc < 0) return rc;
-  int64_t now = ag_unix_ms();
-  ag__sql_batch *b = ag__batch_new(AG_DB_WRITE, NULL);
-  if (!b) return AG_ENOMEM;
-  add_tpl_guards(b, template_id, now);
-  if (activate) {
-    ag__batch_add(b, sql_ver_clear_active, 0);
-    ag__bind_int(b, template_id);
-  }
-  ag__batch_add(b, sql_ver_insert, 0);
-  ag__bind_int(b, template_id);
+/* The version insert and its links, for the template that ?1 designates (an id, or a name with
+ * `named`), then the new version and its links read back. */
+static void add_version_stmts(ag__sql_batch *b, bool named, int64_t template_id, const char *name,
+                              const ag_template_version_rec *in, bool activate, int64_t now) {
+#define BIND_TID()                                                                                                     \
+  do {                                                                                                                 \
+    if (named)                                                                                                         \
+      ag__bind_text(b, name);                                                                                          \
+    else                                                                                                               \
+      ag__bind_int(b, template_id);                                                                                    \
+  } while (0)
+  ag__batch_add(b, named ? sql_ver_insert_named : sql_ver_insert, 0);
+  BIND_TID();
   ag__bind_text(b, in->kind);
   ag__bind_text(b, in->stream_format);
   ag__bind_text(b, in->prompts);
@@ -877,8 +896,8 @@ int ag_store_template_version_add(ag_store *st, int64_t template_id, const ag_te
   ag__bind_int(b, in->created_at ? in->created_at : now);
   for (size_t i = 0; i < in->n_tools; i++) {
     const ag_template_tool_rec *l = &in->tools[i];
-    ag__batch_add(b, sql_link_add, 0);
-    ag__bind_int(b, template_id);
+    ag__batch_add(b, named ? sql_link_add_named : sql_link_add, 0);
+    BIND_TID();
     ag__bind_int(b, (int64_t)i);
     if (l->tool_id)
       ag__bind_int(b, l->tool_id);
@@ -889,12 +908,52 @@ int ag_store_template_version_add(ag_store *st, int64_t template_id, const ag_te
     else
       ag__bind_null(b);
     ag__bind_bool(b, l->required);
+    if (!l->tool_id && !l->agent_template_id)
+      ag__bind_text(b, l->name);
+    else
+      ag__bind_null(b);
   }
-  ag__batch_add(b, sql_ver_newest, 0);
-  ag__bind_int(b, template_id);
-  ag__batch_add(b, sql_links_newest, 0);
-  ag__bind_int(b, template_id);
+  ag__batch_add(b, named ? sql_ver_newest_named : sql_ver_newest, 0);
+  BIND_TID();
+  ag__batch_add(b, named ? sql_links_newest_named : sql_links_newest, 0);
+  BIND_TID();
+#undef BIND_TID
+}
+
+int ag_store_template_version_add(ag_store *st, int64_t template_id, const ag_template_version_rec *in, bool activate,
+                                  ag_store_template_version_fn cb, void *ud) {
+  int rc = store_ok(st);
+  if (rc == 0 && template_id <= 0) rc = AG_EINVAL;
+  if (rc == 0) rc = check_version(in);
+  if (rc < 0) return rc;
+  int64_t now = ag_unix_ms();
+  ag__sql_batch *b = ag__batch_new(AG_DB_WRITE, NULL);
+  if (!b) return AG_ENOMEM;
+  add_tpl_guards(b, template_id, now);
+  if (activate) {
+    ag__batch_add(b, sql_ver_clear_active, 0);
+    ag__bind_int(b, template_id);
+  }
+  add_version_stmts(b, false, template_id, NULL, in, activate, now);
   return submit(st, b, on_version, (cat_op){.cb.ver = cb, .ud = ud, .estate_at = 1});
+}
+
+int ag_store_template_create_with_version(ag_store *st, const char *name, const char *description,
+                                          const ag_template_version_rec *in, ag_store_template_version_fn cb,
+                                          void *ud) {
+  int rc = store_ok(st);
+  if (rc == 0 && !nonempty(name)) rc = AG_EINVAL;
+  if (rc == 0) rc = check_version(in);
+  if (rc < 0) return rc;
+  int64_t now = ag_unix_ms();
+  ag__sql_batch *b = ag__batch_new(AG_DB_WRITE, NULL);
+  if (!b) return AG_ENOMEM;
+  ag__batch_add(b, sql_tpl_insert, 0);
+  ag__bind_text(b, name);
+  ag__bind_text(b, description);
+  ag__bind_int(b, now);
+  add_version_stmts(b, true, 0, name, in, true, now);
+  return submit(st, b, on_version, (cat_op){.cb.ver = cb, .ud = ud, .estate_at = NO_ESTATE});
 }
 
 int ag_store_template_version_get(ag_store *st, int64_t template_id, int version, ag_store_template_version_fn cb,

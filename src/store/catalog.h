@@ -121,13 +121,15 @@ typedef struct ag_template_rec {
   int active_version; /* 0 if none */
 } ag_template_rec;
 
-/* One tool link of a template version: exactly one of tool_id and agent_template_id is set. */
+/* One tool link of a template version: exactly one of tool_id and agent_template_id is set when
+ * read. On input a link may instead name a tool (both ids 0, `name` set): the active tool of that
+ * name, resolved in the same transaction (none: AG_EINVAL). */
 typedef struct ag_template_tool_rec {
   int position;              /* 0, 1, 2 ... when read; ignored on input (array order is used) */
   int64_t tool_id;           /* catalog tool, or 0 */
   int64_t agent_template_id; /* a template used as a tool, or 0 */
   bool required;
-  char *name; /* when read: the linked tool's or template's name; ignored on input */
+  char *name; /* when read: the linked tool's or template's name; on input: see above */
 } ag_template_tool_rec;
 
 /* One immutable version of a template. Owns its strings and its links. */
@@ -172,12 +174,19 @@ AG_MUST_CHECK int ag_store_template_delete(ag_store *st, int64_t id, ag_store_do
 
 /* Adds the next version (highest + 1) of a template with its tool links and calls back with it.
  * `in` is borrowed: kind is required; id, template_id, version, is_active and the links'
- * position and name are ignored; created_at defaults to now. With `activate` the new version
- * becomes the one active version, otherwise the active one stays. Unknown template:
- * AG_ENOTFOUND; a deleted one: AG_ESTATE; a link to an unknown or deleted tool or template, or
- * with both or neither id set: AG_EINVAL; the same tool twice: AG_EEXIST. */
+ * position are ignored (a link's name only counts when it has no id); created_at defaults to
+ * now. With `activate` the new version becomes the one active version, otherwise the active one
+ * stays. Unknown template: AG_ENOTFOUND; a deleted one: AG_ESTATE; a link to an unknown or
+ * deleted tool or template, with both ids set, or with neither and no name: AG_EINVAL; the same
+ * tool twice: AG_EEXIST. */
 AG_MUST_CHECK int ag_store_template_version_add(ag_store *st, int64_t template_id, const ag_template_version_rec *in,
                                                 bool activate, ag_store_template_version_fn cb, void *ud);
+/* A new template (as ag_store_template_create) and its version 1, active, in one transaction:
+ * either both exist afterwards or neither does. Links as for version_add. cb gets the version
+ * (its template_id is the new template's id). A name any template ever had: AG_EEXIST. */
+AG_MUST_CHECK int ag_store_template_create_with_version(ag_store *st, const char *name, const char *description,
+                                                        const ag_template_version_rec *in,
+                                                        ag_store_template_version_fn cb, void *ud);
 /* One version with its links (`version` 0 = the active one). None: AG_ENOTFOUND. */
 AG_MUST_CHECK int ag_store_template_version_get(ag_store *st, int64_t template_id, int version,
                                                 ag_store_template_version_fn cb, void *ud);

@@ -56,10 +56,10 @@ static const char sql_load_messages[] = "SELECT seq, role, content, tool_calls, 
 /* Ties between sessions created in the same millisecond: the later insert first. */
 static const char sql_list_sqlite[] =
     "SELECT " AG__SESSION_COLS " FROM sessions WHERE (CAST(?3 AS TEXT) IS NULL OR state = ?3) "
-    "ORDER BY created_at DESC, rowid DESC LIMIT ?1 OFFSET ?2";
+    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) ORDER BY created_at DESC, rowid DESC LIMIT ?1 OFFSET ?2";
 static const char sql_list_pg[] =
     "SELECT " AG__SESSION_COLS " FROM sessions WHERE (CAST(?3 AS TEXT) IS NULL OR state = ?3) "
-    "ORDER BY created_at DESC, row_seq DESC LIMIT ?1 OFFSET ?2";
+    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) ORDER BY created_at DESC, row_seq DESC LIMIT ?1 OFFSET ?2";
 
 static const char sql_transition[] = "UPDATE sessions SET state = ?1, error = ?2, updated_at = ?3 WHERE state = ?4";
 
@@ -331,14 +331,21 @@ static void on_list_batch(ag__sql_batch *b, void *ud) {
 
 int ag_store_list_sessions(ag_store *st, const char *state, size_t limit, size_t offset, ag_store_list_fn cb,
                            void *ud) {
-  if (!st) return AG_EINVAL;
+  ag_session_filter f = {.state = state, .limit = limit, .offset = offset};
+  return ag_store_list_sessions_by(st, &f, cb, ud);
+}
+
+int ag_store_list_sessions_by(ag_store *st, const ag_session_filter *f, ag_store_list_fn cb, void *ud) {
+  if (!st || !f) return AG_EINVAL;
+  size_t limit = f->limit, offset = f->offset;
   if (st->closing) return AG_ESHUTDOWN;
   ag__sql_batch *b = ag__batch_new(AG_DB_READ, NULL);
   if (!b) return AG_ENOMEM;
   ag__batch_add(b, ag__sql_for(st, sql_list_sqlite, sql_list_pg), 0);
   ag__bind_int(b, limit > INT64_MAX ? INT64_MAX : (int64_t)limit);
   ag__bind_int(b, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
-  ag__bind_text(b, state);
+  ag__bind_text(b, f->state);
+  ag__bind_text(b, f->template_name);
   list_op *op = malloc(sizeof *op);
   if (!op) {
     ag__batch_free(b);

@@ -111,6 +111,7 @@ typedef struct ag_store_options {
   const char *url;        /* path, sqlite://path or postgres://... */
   bool synchronous_full;  /* SQLite: synchronous=FULL instead of NORMAL */
   int busy_timeout_ms;    /* SQLite busy timeout; default 5000 */
+  int sqlite_cache_kib;   /* SQLite page cache per connection, KiB; 0: SQLite's default (2 MiB) */
   int migrate;            /* enum ag_store_migrate: apply pending migrations (default) or refuse */
   int pool_size;          /* PostgreSQL connections; default 4 */
   int connect_timeout_ms; /* PostgreSQL connect (and reconnect) timeout; default 5000 */
@@ -154,6 +155,13 @@ AG_MUST_CHECK int ag_store_load_session(ag_store *st, const char *id, bool with_
 /* Newest first; `state` filters when non-NULL. */
 AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t limit, size_t offset,
                                          ag_store_list_fn cb, void *ud);
+/* The same with every filter; NULL strings match anything. Strings borrowed. */
+typedef struct ag_session_filter {
+  const char *state;
+  const char *template_name;
+  size_t limit, offset;
+} ag_session_filter;
+AG_MUST_CHECK int ag_store_list_sessions_by(ag_store *st, const ag_session_filter *f, ag_store_list_fn cb, void *ud);
 /* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets the
  * number changed through err >= 0. */
 AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to, const char *error,

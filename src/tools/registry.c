@@ -30,6 +30,8 @@ typedef struct entry {
   void *compiled;
   ag_jsonschema *schema; /* the input schema, compiled */
   bool strict;           /* the schema can be sent with OpenAI's strict mode */
+  char **tags;           /* a catalog tool's tags */
+  size_t n_tags;
 } entry;
 
 struct ag_tool_registry {
@@ -44,7 +46,8 @@ struct ag_tool_registry {
   ag_jsonschema **static_schemas;
   bool *static_strict;
   size_t n_static;
-  size_t closing; /* executors still closing */
+  uint64_t generation; /* bumped whenever a catalog tool comes, changes or goes */
+  size_t closing;      /* executors still closing */
   void (*close_done)(void *ud);
   void *close_ud;
 };
@@ -62,6 +65,9 @@ static void entry_free(entry *e) {
   free((char *)e->tool.description);
   free((char *)e->tool.parameters);
   free(e->kind);
+  for (size_t i = 0; i < e->n_tags; i++)
+    free(e->tags[i]);
+  free(e->tags);
   free(e);
 }
 
@@ -260,7 +266,10 @@ int ag_tool_registry_check(ag_tool_registry *reg, const ag_tool_rec *rec, char *
 
 static void drop_installed(ag_tool_registry *reg, const char *key) {
   entry *old = ag_map_del(&reg->catalog, key);
-  if (old) ag_tool_release(&old->tool);
+  if (old) {
+    reg->generation++;
+    ag_tool_release(&old->tool);
+  }
 }
 
 int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *err, size_t errlen) {
@@ -297,10 +306,15 @@ int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *er
   e->tool.parameters = ag_strdup(rec->input_schema);
   e->tool.role = AG_TOOL_PLAIN;
   e->tool.idempotent = rec->idempotent;
-  for (size_t i = 0; i < rec->n_tags; i++)
-    if (rec->tags[i] && strcmp(rec->tags[i], "search") == 0) e->tool.is_search = true;
+  e->tags = calloc(rec->n_tags ? rec->n_tags : 1, sizeof *e->tags);
+  for (size_t i = 0; e->tags && i < rec->n_tags; i++) {
+    if (!rec->tags[i]) continue;
+    if (strcmp(rec->tags[i], "search") == 0) e->tool.is_search = true;
+    if (!(e->tags[e->n_tags++] = strdup(rec->tags[i]))) break;
+  }
   e->kind = ag_strdup(rec->executor);
-  if (!e->tool.name || !e->tool.description || !e->tool.parameters || !e->kind) {
+  if (!e->tool.name || !e->tool.description || !e->tool.parameters || !e->kind || !e->tags ||
+      (e->n_tags && !e->tags[e->n_tags - 1])) {
     entry_free(e);
     return AG_ENOMEM;
   }
@@ -309,6 +323,7 @@ int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *er
     entry_free(e);
     return AG_ENOMEM;
   }
+  reg->generation++;
   ag_log_debug(NULL, "tools: %s v%d (%s) installed", rec->name, rec->version, rec->executor);
   return 0;
 }
@@ -373,6 +388,23 @@ void ag_tool_registry_remove(ag_tool_registry *reg, const char *name) {
 }
 
 size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg) { return reg->catalog.len; }
+
+uint64_t ag_tool_registry_generation(const ag_tool_registry *reg) { return reg ? reg->generation : 0; }
+
+bool ag_tool_has_tag(const ag_tool *t, const char *tag) {
+  if (!t || !tag) return false;
+  if (strcmp(tag, "search") == 0 && t->is_search) return true;
+  if (is_builtin(t)) {
+    /* The synchronous built-ins: "system" for the loop's own tools, "builtin" for the others. */
+    const char *own = t->role == AG_TOOL_PLAIN ? "builtin" : "system";
+    return strcmp(tag, own) == 0;
+  }
+  const entry *e = (const entry *)t;
+  if (!e->tags) return strcmp(tag, "builtin") == 0; /* a built-in an executor runs */
+  for (size_t i = 0; i < e->n_tags; i++)
+    if (strcmp(e->tags[i], tag) == 0) return true;
+  return false;
+}
 
 const ag_tool *ag_tool_registry_find(const ag_tool_registry *reg, const char *name) {
   if (!name) return NULL;

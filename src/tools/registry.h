@@ -54,6 +54,12 @@ AG_MUST_CHECK int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec 
 void ag_tool_registry_remove(ag_tool_registry *reg, const char *name);
 /* Catalog tools installed now. */
 size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg);
+/* Goes up whenever a catalog tool is installed, replaced or removed: whoever caches what find()
+ * returned (the pool's prepared tool sets) looks again when it has moved. */
+uint64_t ag_tool_registry_generation(const ag_tool_registry *reg);
+/* Whether the tool carries a tag: a catalog tool's own tags; "builtin" or "system" for the
+ * built-ins; "search" for every search tool. */
+bool ag_tool_has_tag(const ag_tool *t, const char *tag);
 
 /* A tool by any accepted spelling (see ag_tools_find), or NULL. Built-ins win over catalog
  * tools, which cannot take their names. */

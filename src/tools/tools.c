@@ -2,6 +2,7 @@
 #include "tools/tools.h"
 
 #include <ctype.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +48,140 @@ static int exec_text_stats(const char *args, size_t len, ag_buf *out) {
   return ag_buf_appendf(out, "{\"characters\":%zu,\"words\":%zu,\"lines\":%zu}", chars, words, lines);
 }
 
+/* The planning tools of sgr-agent-core's research agents. They change nothing: the plan is
+ * recorded in the conversation (the tool call and this result), which is where the model looks
+ * for it on later steps. The arguments are checked here as well as by the registry's schema, so
+ * a caller that skips the schema still gets a clear error. */
+typedef struct arg_spec {
+  const char *key;
+  bool is_list;                /* an array of strings, else a string */
+  size_t min_items, max_items; /* for lists; max 0 = no cap */
+} arg_spec;
+
+static int bad_args(ag_buf *out, const char *fmt, ...) AG_PRINTF(2, 3);
+static int bad_args(ag_buf *out, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = ag_buf_append_str(out, "error: ");
+  if (rc == 0) rc = ag_buf_vappendf(out, fmt, ap);
+  va_end(ap);
+  return rc == AG_ENOMEM ? rc : AG_EINVAL;
+}
+
+/* Parses args into *obj and checks it has exactly the fields of spec. On failure out says why. */
+static int check_args(const char *args, size_t len, const arg_spec *spec, size_t n, ag_json **obj, ag_buf *out) {
+  *obj = NULL;
+  ag_json *j = ag_json_parse(args, len, NULL, 0);
+  if (!ag_json_is(j, AG_JSON_OBJECT)) {
+    ag_json_free(j);
+    return bad_args(out, "the arguments must be a JSON object");
+  }
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    const ag_json *v = ag_json_get(j, spec[i].key);
+    if (!spec[i].is_list) {
+      if (!ag_json_is(v, AG_JSON_STRING)) rc = bad_args(out, "argument \"%s\" (string) is required", spec[i].key);
+      continue;
+    }
+    size_t items = ag_json_len(v);
+    if (!ag_json_is(v, AG_JSON_ARRAY)) {
+      rc = bad_args(out, "argument \"%s\" (array of strings) is required", spec[i].key);
+    } else if (items < spec[i].min_items || (spec[i].max_items && items > spec[i].max_items)) {
+      rc = bad_args(out, "argument \"%s\" must have %zu to %zu items, not %zu", spec[i].key, spec[i].min_items,
+                    spec[i].max_items, items);
+    } else {
+      for (size_t k = 0; rc == 0 && k < items; k++)
+        if (!ag_json_is(ag_json_at(v, k), AG_JSON_STRING))
+          rc = bad_args(out, "argument \"%s\": item %zu must be a string", spec[i].key, k);
+    }
+  }
+  for (void *it = ag_json_iter(j); rc == 0 && it; it = ag_json_iter_next(j, it)) {
+    const char *k = ag_json_iter_key(it);
+    size_t i = 0;
+    while (i < n && strcmp(spec[i].key, k) != 0)
+      i++;
+    if (i == n) rc = bad_args(out, "unknown argument \"%.64s\"", k);
+  }
+  if (rc < 0) {
+    ag_json_free(j);
+    return rc;
+  }
+  *obj = j;
+  return 0;
+}
+
+/* Appends the strings of a list, one per line, numbered ("1. ") or bulleted ("- "). */
+static int append_list(ag_buf *out, const ag_json *list, bool numbered) {
+  int rc = 0;
+  for (size_t i = 0; rc == 0 && i < ag_json_len(list); i++) {
+    const char *s = ag_json_str(ag_json_at(list, i));
+    rc = numbered ? ag_buf_appendf(out, "\n%zu. %s", i + 1, s) : ag_buf_appendf(out, "\n- %s", s);
+  }
+  return rc;
+}
+
+/* Moves the text built in `text` to out. A result longer than out's cap is cut (on a character
+ * boundary) rather than failed: its start says what matters. */
+static int emit_text(ag_buf *out, ag_buf *text, int rc) {
+  if (rc == 0 || rc == AG_ETOOBIG) {
+    size_t room = out->max > out->len ? out->max - out->len : 0;
+    size_t n = text->len <= room ? text->len : ag_utf8_cut(ag_buf_cstr(text), room);
+    rc = ag_buf_append(out, ag_buf_cstr(text), n);
+  }
+  ag_buf_deinit(text);
+  return rc == AG_ETOOBIG ? 0 : rc;
+}
+
+/* Big enough for any plan the schemas allow to be useful; a longer one is cut by emit_text. */
+#define PLAN_TEXT_MAX (64u * 1024)
+
+static const arg_spec plan_args[] = {
+    {"reasoning", false, 0, 0},
+    {"research_goal", false, 0, 0},
+    {"planned_steps", true, 1, 8},
+    {"search_strategies", true, 0, 5},
+};
+
+static int exec_generate_plan(const char *args, size_t len, ag_buf *out) {
+  ag_json *j;
+  int rc = check_args(args, len, plan_args, AG_ARRAY_LEN(plan_args), &j, out);
+  if (rc < 0) return rc;
+  ag_buf text;
+  ag_buf_init(&text, PLAN_TEXT_MAX);
+  rc = ag_buf_appendf(&text, "Plan recorded: %s", ag_json_get_str(j, "research_goal"));
+  if (rc == 0) rc = append_list(&text, ag_json_get(j, "planned_steps"), true);
+  const ag_json *strategies = ag_json_get(j, "search_strategies");
+  if (rc == 0 && ag_json_len(strategies) > 0) rc = ag_buf_append_str(&text, "\nSearch strategies:");
+  if (rc == 0) rc = append_list(&text, strategies, false);
+  ag_json_free(j);
+  return emit_text(out, &text, rc);
+}
+
+static const arg_spec adapt_args[] = {
+    {"reasoning", false, 0, 0},   {"original_goal", false, 0, 0}, {"new_goal", false, 0, 0},
+    {"plan_changes", true, 0, 0}, {"next_steps", true, 0, 0},
+};
+
+static int exec_adapt_plan(const char *args, size_t len, ag_buf *out) {
+  ag_json *j;
+  int rc = check_args(args, len, adapt_args, AG_ARRAY_LEN(adapt_args), &j, out);
+  if (rc < 0) return rc;
+  ag_buf text;
+  ag_buf_init(&text, PLAN_TEXT_MAX);
+  const char *from = ag_json_get_str(j, "original_goal"), *to = ag_json_get_str(j, "new_goal");
+  if (strcmp(from, to) == 0)
+    rc = ag_buf_appendf(&text, "Plan adapted; the goal is still: %s", to);
+  else
+    rc = ag_buf_appendf(&text, "Plan adapted. Goal was: %s\nGoal now: %s", from, to);
+  const ag_json *changes = ag_json_get(j, "plan_changes"), *next = ag_json_get(j, "next_steps");
+  if (rc == 0 && ag_json_len(changes) > 0) rc = ag_buf_append_str(&text, "\nChanges:");
+  if (rc == 0) rc = append_list(&text, changes, false);
+  if (rc == 0 && ag_json_len(next) > 0) rc = ag_buf_append_str(&text, "\nNext steps:");
+  if (rc == 0) rc = append_list(&text, next, true);
+  ag_json_free(j);
+  return emit_text(out, &text, rc);
+}
+
 static const ag_tool builtin_tools[] = {
     {"reasoning_tool", "Record your reasoning: the situation, the plan, and whether enough data has been gathered.",
      "{\"type\":\"object\",\"properties\":{"
@@ -76,6 +211,25 @@ static const ag_tool builtin_tools[] = {
      "{\"type\":\"object\",\"properties\":{\"text\":{\"type\":\"string\",\"description\":\"The text to measure\"}},"
      "\"required\":[\"text\"],\"additionalProperties\":false}",
      AG_TOOL_PLAIN, false, true, exec_text_stats},
+    {"generate_plan_tool",
+     "Write down a research plan before you start: the goal, up to eight concrete steps in order, and the "
+     "search strategies you mean to use. If the plan has to change later, use adapt_plan_tool.",
+     "{\"type\":\"object\",\"properties\":{\"reasoning\":{\"type\":\"string\",\"description\":\"Why this plan fits "
+     "the request\"},\"research_goal\":{\"type\":\"string\",\"description\":\"What the research must establish\"},"
+     "\"planned_steps\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":1,\"maxItems\":8},"
+     "\"search_strategies\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":5}},"
+     "\"required\":[\"reasoning\",\"research_goal\",\"planned_steps\",\"search_strategies\"],"
+     "\"additionalProperties\":false}",
+     AG_TOOL_PLAIN, false, true, exec_generate_plan},
+    {"adapt_plan_tool",
+     "Revise the research plan when what you found changes the direction: the goal you had, the goal you have "
+     "now, what changes in the plan, and the next steps.",
+     "{\"type\":\"object\",\"properties\":{\"reasoning\":{\"type\":\"string\",\"description\":\"What was found "
+     "that calls for a change\"},\"original_goal\":{\"type\":\"string\"},\"new_goal\":{\"type\":\"string\"},"
+     "\"plan_changes\":" STR_ARRAY ",\"next_steps\":" STR_ARRAY "},"
+     "\"required\":[\"reasoning\",\"original_goal\",\"new_goal\",\"plan_changes\",\"next_steps\"],"
+     "\"additionalProperties\":false}",
+     AG_TOOL_PLAIN, false, true, exec_adapt_plan},
 };
 
 const ag_tool *ag_tools_all(size_t *n) {

@@ -161,13 +161,13 @@ static void fx_close(store_fx *f, ag_store *st) {
 }
 
 /* Runs the loop until `*calls` reaches `want` (store callbacks bump it). */
-static void fx_wait(store_fx *f, const int *calls, int want) {
+static inline void fx_wait(store_fx *f, const int *calls, int want) {
   while (*calls < want)
     if (uv_run(&f->loop, UV_RUN_ONCE) == 0 && *calls < want)
       fail_msg("loop ran dry after %d of %d callbacks", *calls, want);
 }
 
-static void fx_assert_str(const char *got, const char *want) {
+static inline void fx_assert_str(const char *got, const char *want) {
   if (!want)
     assert_null(got);
   else {
