@@ -452,9 +452,9 @@ static void unreserve(ag_pool *p, ag_instance *in) {
   idle_push(p, in);
 }
 
-/* One step of the dispatch algorithm for one waiter (see the brief in pool.h): an idle instance
- * of its version; else a new one within both limits, stopping idle instances of other versions
- * (or, for the global limit, of other templates) while a limit blocks; else it keeps waiting. */
+/* One step of the dispatch algorithm for one waiter: an idle instance of its version; else a new
+ * one within both limits, stopping idle instances of other versions (or, for the global limit, of
+ * other templates) while a limit blocks; else it keeps waiting. */
 static void try_serve(ag_pool *p, ag_pool_wait *w) {
   ag_instance *in = idle_of_version(p, w->tpl);
   if (in) {

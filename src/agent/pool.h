@@ -104,10 +104,10 @@ typedef struct ag_pool_stats {
   size_t instances; /* not stopped */
   size_t idle, busy;
   size_t waiting;
-  uint64_t created, stopped;           /* instances, ever */
-  uint64_t acquired;                   /* acquisitions served */
-  uint64_t queued;                     /* of them, after a wait */
-  uint64_t rejected_full, timed_out;   /* AG_EBUSY, AG_ETIMEDOUT */
+  uint64_t created, stopped;         /* instances, ever */
+  uint64_t acquired;                 /* acquisitions served */
+  uint64_t queued;                   /* of them, after a wait */
+  uint64_t rejected_full, timed_out; /* AG_EBUSY, AG_ETIMEDOUT */
 } ag_pool_stats;
 void ag_pool_get_stats(const ag_pool *p, ag_pool_stats *out);
 

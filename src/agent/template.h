@@ -67,7 +67,7 @@ typedef struct ag_template {
   int max_searches;       /* after this many, search tools are no longer offered */
   int max_steps;          /* hard cap on LLM calls per run; no model output can pass it */
   bool max_steps_auto;    /* max_steps was not given: it follows max_iterations (2 * n + 4) */
-  int max_instances;      /* pool instances of this version at most; 0 = the server's default */
+  int max_instances;      /* pool instances of this template (all its versions) at most; 0 = the server default */
 
   /* Tools, in order, by canonical name; tool_required[i] says tools[i] is always offered. */
   char **tools;

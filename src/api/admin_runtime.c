@@ -58,13 +58,29 @@ static ag_json *pool_json(const ag_pool *p) {
   return o;
 }
 
-/* The template of a version id, when this process knows it. */
-static const ag_template *template_of(const ag_api_ctx *ctx, int64_t version_id) {
-  for (size_t i = 0; i < ag_template_cache_count(ctx->templates); i++) {
-    const ag_template *t = ag_template_cache_at(ctx->templates, i);
-    if (t->version_id == version_id) return t;
+static ag_json *instance_json(const ag_api_ctx *ctx, const ag_instance_rec *r) {
+  (void)ctx;
+  ag_json *o = ag_json_object_new();
+  int rc = o ? 0 : AG_ENOMEM;
+  if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_string_new(r->id));
+  if (rc == 0) rc = ag_json_set_take(o, "template", ag__api_str_or_null(r->template_name));
+  if (rc == 0)
+    rc = ag_json_set_take(o, "template_version",
+                          r->template_name ? ag_json_int_new(r->template_version) : ag_json_null_new());
+  if (rc == 0) rc = ag_json_set_take(o, "template_version_id", ag_json_int_new(r->template_version_id));
+  if (rc == 0) rc = ag_json_set_take(o, "state", ag_json_string_new(r->state));
+  if (rc == 0) rc = ag_json_set_take(o, "node", ag_json_string_new(r->node ? r->node : ""));
+  if (rc == 0) rc = ag_json_set_take(o, "pid", ag_json_int_new(r->pid));
+  if (rc == 0) rc = ag_json_set_take(o, "session_id", ag__api_str_or_null(r->session_id));
+  if (rc == 0) rc = ag_json_set_take(o, "sessions_served", ag_json_int_new(r->sessions_served));
+  if (rc == 0) rc = ag_json_set_take(o, "heartbeat_at", ag__api_iso_time(r->heartbeat_at));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(r->created_at));
+  if (rc == 0) rc = ag_json_set_take(o, "updated_at", ag__api_iso_time(r->updated_at));
+  if (rc < 0) {
+    ag_json_free(o);
+    return NULL;
   }
-  return NULL;
+  return o;
 }
 
 static void on_instances(int err, ag_instance_rec *recs, size_t n, void *ud) {
@@ -72,38 +88,11 @@ static void on_instances(int err, ag_instance_rec *recs, size_t n, void *ud) {
   if (err < 0) {
     ag__api_storage_error(l->req, err, "could not list the instances");
   } else {
-    ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
-    int rc = root && arr ? 0 : AG_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-      const ag_instance_rec *r = &recs[i];
-      const ag_template *t = template_of(l->ctx, r->template_version_id);
-      ag_json *o = ag_json_object_new();
-      rc = o ? 0 : AG_ENOMEM;
-      if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_string_new(r->id));
-      if (rc == 0) rc = ag_json_set_take(o, "template", t ? ag_json_string_new(t->name) : ag_json_null_new());
-      if (rc == 0) rc = ag_json_set_take(o, "template_version", t ? ag_json_int_new(t->version) : ag_json_null_new());
-      if (rc == 0) rc = ag_json_set_take(o, "template_version_id", ag_json_int_new(r->template_version_id));
-      if (rc == 0) rc = ag_json_set_take(o, "state", ag_json_string_new(r->state));
-      if (rc == 0) rc = ag_json_set_take(o, "node", ag_json_string_new(r->node ? r->node : ""));
-      if (rc == 0) rc = ag_json_set_take(o, "pid", ag_json_int_new(r->pid));
-      if (rc == 0) rc = ag_json_set_take(o, "session_id", ag__api_str_or_null(r->session_id));
-      if (rc == 0) rc = ag_json_set_take(o, "sessions_served", ag_json_int_new(r->sessions_served));
-      if (rc == 0) rc = ag_json_set_take(o, "heartbeat_at", ag__api_iso_time(r->heartbeat_at));
-      if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(r->created_at));
-      if (rc == 0) rc = ag_json_set_take(o, "updated_at", ag__api_iso_time(r->updated_at));
-      if (rc == 0)
-        rc = ag_json_push_take(arr, o);
-      else
-        ag_json_free(o);
-    }
-    if (rc == 0) rc = ag_json_set_take(root, "total", ag_json_int_new((long long)n));
-    if (rc == 0) {
-      rc = ag_json_set_take(root, "instances", arr);
-      arr = NULL;
-    }
-    if (rc == 0 && l->ctx->pool) rc = ag_json_set_take(root, "pool", pool_json(l->ctx->pool));
-    ag_json_free(arr);
-    if (rc < 0) {
+    ag_json *arr = ag_json_array_new();
+    for (size_t i = 0; arr && i < n; i++)
+      (void)ag__api_push(&arr, instance_json(l->ctx, &recs[i]));
+    ag_json *root = ag__api_list_body("instances", arr);
+    if (root && l->ctx->pool && ag_json_set_take(root, "pool", pool_json(l->ctx->pool)) < 0) {
       ag_json_free(root);
       root = NULL;
     }
@@ -140,45 +129,37 @@ void ag__api_admin_instances(ag_api_ctx *ctx, ag_http_req *req) {
   }
 }
 
+static ag_json *session_json(const ag_api_ctx *ctx, const ag_session_rec *r) {
+  ag_json *o = ag_json_object_new();
+  int rc = o ? 0 : AG_ENOMEM;
+  if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_string_new(r->id));
+  if (rc == 0) rc = ag_json_set_take(o, "template", ag_json_string_new(r->template_name));
+  if (rc == 0) rc = ag_json_set_take(o, "template_version", ag_json_int_new(r->template_version));
+  if (rc == 0) rc = ag_json_set_take(o, "state", ag_json_string_new(r->state));
+  if (rc == 0) rc = ag_json_set_take(o, "live", ag_json_bool_new(ag_runtime_is_live(ctx->runtime, r->id)));
+  if (rc == 0) rc = ag_json_set_take(o, "task", ag__api_str_or_null(r->task));
+  if (rc == 0) rc = ag_json_set_take(o, "iteration", ag_json_int_new(r->iteration));
+  if (rc == 0) rc = ag_json_set_take(o, "parent_id", ag__api_str_or_null(r->parent_id));
+  if (rc == 0) rc = ag_json_set_take(o, "total_tokens", ag_json_int_new(r->total_tokens));
+  if (rc == 0) rc = ag_json_set_take(o, "error", ag__api_str_or_null(r->error));
+  if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(r->created_at));
+  if (rc == 0) rc = ag_json_set_take(o, "updated_at", ag__api_iso_time(r->updated_at));
+  if (rc < 0) {
+    ag_json_free(o);
+    return NULL;
+  }
+  return o;
+}
+
 static void on_sessions(int err, ag_session_rec *recs, size_t n, void *ud) {
   listing *l = ud;
   if (err < 0) {
     ag__api_storage_error(l->req, err, "could not list the sessions");
   } else {
-    ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
-    int rc = root && arr ? 0 : AG_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-      const ag_session_rec *r = &recs[i];
-      ag_json *o = ag_json_object_new();
-      rc = o ? 0 : AG_ENOMEM;
-      if (rc == 0) rc = ag_json_set_take(o, "id", ag_json_string_new(r->id));
-      if (rc == 0) rc = ag_json_set_take(o, "template", ag_json_string_new(r->template_name));
-      if (rc == 0) rc = ag_json_set_take(o, "template_version", ag_json_int_new(r->template_version));
-      if (rc == 0) rc = ag_json_set_take(o, "state", ag_json_string_new(r->state));
-      if (rc == 0) rc = ag_json_set_take(o, "live", ag_json_bool_new(ag_runtime_is_live(l->ctx->runtime, r->id)));
-      if (rc == 0) rc = ag_json_set_take(o, "task", ag__api_str_or_null(r->task));
-      if (rc == 0) rc = ag_json_set_take(o, "iteration", ag_json_int_new(r->iteration));
-      if (rc == 0) rc = ag_json_set_take(o, "parent_id", ag__api_str_or_null(r->parent_id));
-      if (rc == 0) rc = ag_json_set_take(o, "total_tokens", ag_json_int_new(r->total_tokens));
-      if (rc == 0) rc = ag_json_set_take(o, "error", ag__api_str_or_null(r->error));
-      if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(r->created_at));
-      if (rc == 0) rc = ag_json_set_take(o, "updated_at", ag__api_iso_time(r->updated_at));
-      if (rc == 0)
-        rc = ag_json_push_take(arr, o);
-      else
-        ag_json_free(o);
-    }
-    if (rc == 0) rc = ag_json_set_take(root, "total", ag_json_int_new((long long)n));
-    if (rc == 0) {
-      rc = ag_json_set_take(root, "sessions", arr);
-      arr = NULL;
-    }
-    ag_json_free(arr);
-    if (rc < 0) {
-      ag_json_free(root);
-      root = NULL;
-    }
-    ag__api_respond_json(l->req, 200, root);
+    ag_json *arr = ag_json_array_new();
+    for (size_t i = 0; arr && i < n; i++)
+      (void)ag__api_push(&arr, session_json(l->ctx, &recs[i]));
+    ag__api_respond_json(l->req, 200, ag__api_list_body("sessions", arr));
   }
   ag_session_recs_free(recs, n);
   free(l);

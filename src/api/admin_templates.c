@@ -172,21 +172,10 @@ static void on_listed(int err, ag_template_rec *recs, size_t n, void *ud) {
   if (err < 0) {
     store_failed(o->req, err, "could not list the templates");
   } else {
-    ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
-    int rc = root && arr ? 0 : AG_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-      rc = ag_json_push_take(arr, template_json(&recs[i]));
-    if (rc == 0) rc = ag_json_set_take(root, "total", ag_json_int_new((long long)n));
-    if (rc == 0) {
-      rc = ag_json_set_take(root, "templates", arr);
-      arr = NULL;
-    }
-    ag_json_free(arr);
-    if (rc < 0) {
-      ag_json_free(root);
-      root = NULL;
-    }
-    ag__api_respond_json(o->req, 200, root);
+    ag_json *arr = ag_json_array_new();
+    for (size_t i = 0; arr && i < n; i++)
+      (void)ag__api_push(&arr, template_json(&recs[i]));
+    ag__api_respond_json(o->req, 200, ag__api_list_body("templates", arr));
   }
   ag_template_recs_free(recs, n);
   op_free(o);
@@ -302,18 +291,12 @@ static void on_versions(int err, ag_template_version_rec *recs, size_t n, void *
   if (err < 0) {
     store_failed(o->req, err, "could not list the versions");
   } else {
-    ag_json *root = ag_json_object_new(), *arr = ag_json_array_new();
-    int rc = root && arr ? 0 : AG_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-      rc = ag_json_push_take(arr, version_json(o->name, &recs[i]));
-    if (rc == 0) rc = ag_json_set_take(root, "template_id", ag_json_int_new(o->tid));
-    if (rc == 0) rc = ag_json_set_take(root, "name", ag_json_string_new(o->name));
-    if (rc == 0) {
-      rc = ag_json_set_take(root, "versions", arr);
-      arr = NULL;
-    }
-    ag_json_free(arr);
-    if (rc < 0) {
+    ag_json *arr = ag_json_array_new();
+    for (size_t i = 0; arr && i < n; i++)
+      (void)ag__api_push(&arr, version_json(o->name, &recs[i]));
+    ag_json *root = ag__api_list_body("versions", arr);
+    if (root && (ag_json_set_take(root, "template_id", ag_json_int_new(o->tid)) < 0 ||
+                 ag_json_set_take(root, "name", ag_json_string_new(o->name)) < 0)) {
       ag_json_free(root);
       root = NULL;
     }

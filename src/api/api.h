@@ -80,6 +80,12 @@ void ag__api_storage_error(ag_http_req *req, int err, const char *what);
  * that cross-site without a preflight), at most `max` bytes (413, naming `what`), a JSON object
  * (400). NULL when the request was answered with the error. */
 ag_json *ag__api_json_body(ag_http_req *req, size_t max, const char *what);
+/* A list answer {"total": n, "<key>": arr}: takes arr (NULL in, or out of memory: NULL out, which
+ * respond_json turns into a 500). */
+ag_json *ag__api_list_body(const char *key, ag_json *arr);
+/* Appends item (taken; NULL counts as out of memory) to *arr; on failure frees *arr, sets it
+ * NULL and returns AG_ENOMEM, so a list is built with one check per item. */
+int ag__api_push(ag_json **arr, ag_json *item);
 
 /* The query parameter `name`, percent-decoded into out (NUL-terminated, cut to fit); "" when
  * absent. A number parameter: dflt when absent or not a number, at most max. */

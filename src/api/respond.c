@@ -70,3 +70,22 @@ ag_json *ag__api_json_body(ag_http_req *req, size_t max, const char *what) {
   }
   return j;
 }
+
+ag_json *ag__api_list_body(const char *key, ag_json *arr) {
+  ag_json *root = arr ? ag_json_object_new() : NULL;
+  size_t n = ag_json_len(arr);
+  if (!root || ag_json_set_take(root, "total", ag_json_int_new((long long)n)) < 0 ||
+      ag_json_set_take(root, key, arr) < 0) {
+    ag_json_free(root);
+    if (!root) ag_json_free(arr);
+    return NULL;
+  }
+  return root;
+}
+
+int ag__api_push(ag_json **arr, ag_json *item) {
+  if (*arr && ag_json_push_take(*arr, item) == 0) return 0;
+  ag_json_free(*arr);
+  *arr = NULL;
+  return AG_ENOMEM;
+}

@@ -45,9 +45,12 @@ static const char sql_instance_get[] = "SELECT " INSTANCE_COLS " FROM agent_inst
 /* An optional filter is "?N IS NULL OR column = ?N", with a cast: PostgreSQL cannot type a NULL
  * parameter from IS NULL alone (SQLSTATE 42P08). */
 static const char sql_instance_list[] =
-    "SELECT " INSTANCE_COLS " FROM agent_instances "
-    "WHERE (?1 = 0 OR template_version_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2) "
-    "AND (CAST(?3 AS TEXT) IS NULL OR node = ?3) ORDER BY created_at, id LIMIT ?4 OFFSET ?5";
+    "SELECT i.id, i.template_version_id, i.state, i.node, i.pid, i.session_id, i.sessions_served, i.heartbeat_at, "
+    "i.created_at, i.updated_at, t.name, v.version FROM agent_instances i "
+    "LEFT JOIN agent_template_versions v ON v.id = i.template_version_id "
+    "LEFT JOIN agent_templates t ON t.id = v.template_id "
+    "WHERE (?1 = 0 OR i.template_version_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR i.state = ?2) "
+    "AND (CAST(?3 AS TEXT) IS NULL OR i.node = ?3) ORDER BY i.created_at, i.id LIMIT ?4 OFFSET ?5";
 
 /* The guard of the compare-and-sets (see the top of the file). */
 static const char sql_instance_guard[] = "UPDATE agent_instances SET updated_at = updated_at WHERE id = ?1";
@@ -188,6 +191,7 @@ void ag_instance_rec_deinit(ag_instance_rec *r) {
   free(r->state);
   free(r->node);
   free(r->session_id);
+  free(r->template_name);
   memset(r, 0, sizeof *r);
 }
 
@@ -282,6 +286,10 @@ static int read_instance(const ag__sql_result *r, size_t row, void *out) {
   x->heartbeat_at = ag__cell_int(r, row, 7);
   x->created_at = ag__cell_int(r, row, 8);
   x->updated_at = ag__cell_int(r, row, 9);
+  if (r->ncols > 11) { /* lists: the template version's name and number */
+    x->template_name = ag__cell_dup(r, row, 10, &rc);
+    x->template_version = (int)ag__cell_int(r, row, 11);
+  }
   if (rc < 0) ag_instance_rec_deinit(x);
   return rc;
 }

@@ -48,6 +48,10 @@ typedef struct ag_instance_rec {
   int64_t heartbeat_at;
   int64_t created_at;
   int64_t updated_at;
+  /* Read only, and only by ag_store_instance_list: the pinned version's template name (NULL if
+   * the version is gone) and number. */
+  char *template_name;
+  int template_version;
 } ag_instance_rec;
 
 /* rec is owned by the callee (ag_instance_rec_free); NULL on error. */

@@ -309,7 +309,7 @@ static void test_args(void **state) {
   ag_template *t = mk_tpl("a", 1, 0, 0);
   ag_template *anon = ag_template_new(); /* no name */
   got g = {0};
-  ag_pool_wait *w = (ag_pool_wait *)&g;
+  ag_pool_wait *w = (ag_pool_wait *)&g; /* any non-NULL value: an error must clear it */
   assert_int_equal(ag_pool_acquire(p, NULL, "s", 0, on_got, &g, &w), AG_EINVAL);
   assert_null(w);
   assert_int_equal(ag_pool_acquire(p, anon, "s", 0, on_got, &g, NULL), AG_EINVAL);
