@@ -12,6 +12,7 @@
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "bus/bus.h"
 #include "net/http_server.h"
 #include "store/catalog.h"
 #include "tools/mcp.h"
@@ -209,6 +210,13 @@ static void op_free(op *o) {
   free(o);
 }
 
+/* Other agentd processes on the bus reload the tool of that name from the store (this one has
+ * put it into its registry already; its own reload of the notice finds the same row). */
+static void announce(ag_api_ctx *ctx, const char *name) {
+  if (ctx->bus && name && ag_bus_publish_str(ctx->bus, AG_TOPIC_TOOLS, name) < 0)
+    ag_log_warn(NULL, "tools: could not announce the change of %s", name);
+}
+
 /* A stored row came back: put it into the registry (hot-load) and answer with it. */
 static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
   op *o = ud;
@@ -222,6 +230,8 @@ static void on_tool_written(int err, ag_tool_rec *t, void *ud) {
       /* Checked before it was stored, so only memory (or a race with another write) can fail
        * here; the row is stored and the next start loads it. */
       ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
+    if (o->old_name && strcmp(o->old_name, t->name) != 0) announce(o->ctx, o->old_name);
+    announce(o->ctx, t->name);
     ag__api_respond_json(o->req, o->status, tool_json(t));
   }
   ag_tool_rec_free(t);
@@ -367,6 +377,7 @@ static void on_deleted(int err, void *ud) {
     return;
   }
   if (o->old_name) ag_tool_registry_remove(o->ctx->tools, o->old_name);
+  announce(o->ctx, o->old_name);
   char body[96];
   snprintf(body, sizeof body, "{\"id\":%lld,\"deleted\":true}", (long long)o->id);
   (void)ag_http_respond(o->req, 200, "application/json", NULL, body, strlen(body));
@@ -596,6 +607,7 @@ static void on_imported(int err, ag_tool_rec *t, void *ud) {
     char why[512] = "";
     if (ag_tool_registry_put(o->ctx->tools, t, why, sizeof why) < 0)
       ag_log_error(NULL, "tools: %s stored but not loaded: %s", t->name, why);
+    announce(o->ctx, t->name);
     ag_json *j = tool_json(t);
     if (j && ag_json_push_take(o->imported, j) < 0) ag_json_free(j);
   }

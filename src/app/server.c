@@ -399,6 +399,42 @@ static void on_templates_loaded(int err, size_t n, void *ud) {
   *out = err < 0 ? err : (int)n;
 }
 
+/* A tool's catalog row changed (AG_TOPIC_TOOLS, maybe in another agentd): its registry entry is
+ * read again from the store. */
+typedef struct tool_reload {
+  ag_server *srv;
+  char *name;
+} tool_reload;
+
+static void on_tool_reloaded(int err, ag_tool_rec *t, void *ud) {
+  tool_reload *r = ud;
+  if (r->srv->tools) {
+    char why[512] = "";
+    if (err == 0 && ag_tool_registry_put(r->srv->tools, t, why, sizeof why) < 0)
+      ag_log_error(NULL, "tools: %s changed but does not load: %s", t->name, why);
+    else if (err == AG_ENOTFOUND)
+      ag_tool_registry_remove(r->srv->tools, r->name);
+    else if (err < 0)
+      ag_log_warn(NULL, "tools: cannot reload %s: %s", r->name, ag_strerror(err));
+  }
+  ag_tool_rec_free(t);
+  free(r->name);
+  free(r);
+}
+
+static void on_tool_notice(const char *topic, const char *msg, size_t len, void *ud) {
+  (void)topic;
+  (void)len;
+  ag_server *srv = ud;
+  tool_reload *r = calloc(1, sizeof *r);
+  if (r) *r = (tool_reload){srv, strdup(msg)};
+  if (!r || !r->name || ag_store_tool_get_by_name(srv->store, msg, on_tool_reloaded, r) < 0) {
+    if (r) free(r->name);
+    free(r);
+    ag_log_warn(NULL, "tools: cannot reload %s", msg);
+  }
+}
+
 static void log_import(const char *line, void *ud) {
   (void)ud;
   if (strncmp(line, "skipped ", 8) == 0) return; /* every start after the first */
@@ -425,6 +461,7 @@ static int open_templates(ag_server *srv) {
       if (rep.created) ag_log_info(NULL, "templates: %zu imported from %s", rep.created, cfg->templates_dir);
     }
   }
+  if (rc == 0) rc = ag_bus_subscribe(srv->bus, AG_TOPIC_TOOLS, on_tool_notice, srv, NULL);
   if (rc == 0) rc = ag_template_cache_new(srv->store, srv->bus, &srv->templates);
   int loaded = INT32_MIN;
   if (rc == 0) rc = ag_template_cache_load(srv->templates, on_templates_loaded, &loaded);
