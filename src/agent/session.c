@@ -1155,12 +1155,18 @@ static void template_ready(ag_session *s, int err, ag_template *t) {
     ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
+  if (rc == AG_ENOTFOUND) {
+    /* The version is gone (its template was deleted): the session can never run again. It ends
+     * in error rather than waiting (or, recovered, being retried by every sweep) forever. */
+    s->phase = PH_COMMIT;
+    ag__session_finish(s, AG_SESSION_ERROR, AG_ENOTFOUND, "the session's template version no longer exists");
+    return;
+  }
   if (rc == 0) rc = acquire(s);
   if (rc < 0) {
-    s->end_err = rc == AG_ENOTFOUND ? AG_ENOTFOUND : rc;
-    ag__session_set_str(&s->end_msg, rc == AG_ENOTFOUND ? "the session's template version no longer exists"
-                                     : rc == AG_EBUSY   ? "every agent instance is busy: try again later"
-                                                        : "could not load the session's template");
+    s->end_err = rc;
+    ag__session_set_str(&s->end_msg, rc == AG_EBUSY ? "every agent instance is busy: try again later"
+                                                    : "could not load the session's template");
     s->phase = PH_ENDING;
     deliver_end(s);
   }

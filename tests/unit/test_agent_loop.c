@@ -506,6 +506,42 @@ static void test_recover_running(void **state) {
   ag_session_rec_free(l.rec);
 }
 
+/* A waiting session whose template version is gone (the template was deleted) cannot resume:
+ * the answer says so and the session ends in error instead of waiting forever. */
+static void test_resume_without_template(void **state) {
+  fixture *f = *state;
+  ag_session_rec rec = {0};
+  rec.id = "ghost_55555555-5555-4555-8555-555555555555";
+  rec.template_name = "ghost";
+  rec.template_version = 3;
+  rec.state = "waiting_for_clarification";
+  rec.task = "Which one?";
+  rec.stream_format = "openai";
+  rec.created_at = rec.updated_at = 1;
+  ag_message_rec msgs[2] = {{0, "system", "test", NULL, NULL, NULL, 1}, {1, "user", "Which one?", NULL, NULL, NULL, 1}};
+  ag_step_commit c = {.session = &rec, .messages = msgs, .n_messages = 2};
+  int done = 0;
+  assert_int_equal(ag_store_commit_step(f->store, &c, on_commit_done, &done), 0);
+  while (!done)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  run_result r;
+  memset(&r, 0, sizeof r);
+  ag_run_events ev = events(&r);
+  ag_session *s = NULL;
+  assert_int_equal(ag_session_resume(f->rt, rec.id, "the blue one", -1, &ev, &s), 0);
+  run_until(f, &r.ended);
+  assert_false(r.started);
+  assert_int_equal(r.end.err, AG_ENOTFOUND);
+  for (int i = 0; i < 1000 && ag_runtime_active(f->rt); i++)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  loaded l = load(f, rec.id);
+  assert_string_equal(l.rec->state, "error");
+  assert_non_null(strstr(l.rec->error, "template version no longer exists"));
+  assert_int_equal(l.rec->template_version, 3);
+  ag_session_rec_free(l.rec);
+  result_deinit(&r);
+}
+
 /* The tool-call journal across a crash: a plain call whose intent was committed but whose
  * result was not. An idempotent tool (current_time) is run again; a call that cannot be repeated
  * (here: the tool no longer exists, so nothing says it is safe) is closed as interrupted and the
@@ -624,6 +660,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_cancel_waiting_and_detach, setup, teardown),
       cmocka_unit_test_setup_teardown(test_step_cap, setup_stub, teardown),
       cmocka_unit_test_setup_teardown(test_recover_running, setup, teardown),
+      cmocka_unit_test_setup_teardown(test_resume_without_template, setup, teardown),
       cmocka_unit_test_setup_teardown(test_recover_interrupted_tool_call, setup, teardown),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
