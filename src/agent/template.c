@@ -1,4 +1,4 @@
-/* Template helpers, prompt rendering and the template set (see template.h). */
+/* Template helpers and prompt rendering (see template.h). */
 #include "agent/template.h"
 
 #include <stdio.h>
@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include "base/buf.h"
-#include "base/map.h"
 #include "base/util.h"
 
 static const char *const kind_names[] = {"sgr", "tool_calling", "sgr_tool_calling"};
@@ -168,59 +167,4 @@ char *ag_template_render(const char *prompt, const ag_prompt_vars *vars) {
   char *out = rc == 0 ? ag_strndup(ag_buf_cstr(&b), b.len) : NULL;
   ag_buf_deinit(&b);
   return out;
-}
-
-/* ---------- the set ---------- */
-
-struct ag_template_set {
-  ag_template **items;
-  size_t n, cap;
-  ag_map by_name;
-};
-
-int ag_template_set_new(ag_template_set **out) {
-  ag_template_set *s = calloc(1, sizeof *s);
-  if (!s) return AG_ENOMEM;
-  ag_map_init(&s->by_name);
-  *out = s;
-  return 0;
-}
-
-int ag_template_set_add_take(ag_template_set *set, ag_template *t) {
-  if (ag_map_get(&set->by_name, t->name)) {
-    ag_template_unref(t);
-    return AG_EEXIST;
-  }
-  if (set->n == set->cap) {
-    size_t ncap = set->cap ? set->cap * 2 : 8;
-    ag_template **p = realloc(set->items, ncap * sizeof *p);
-    if (!p) {
-      ag_template_unref(t);
-      return AG_ENOMEM;
-    }
-    set->items = p;
-    set->cap = ncap;
-  }
-  if (ag_map_put(&set->by_name, t->name, t) < 0) {
-    ag_template_unref(t);
-    return AG_ENOMEM;
-  }
-  set->items[set->n++] = t;
-  return 0;
-}
-
-ag_template *ag_template_set_find(const ag_template_set *set, const char *name) {
-  return ag_map_get(&set->by_name, name);
-}
-
-size_t ag_template_set_count(const ag_template_set *set) { return set->n; }
-ag_template *ag_template_set_at(const ag_template_set *set, size_t i) { return i < set->n ? set->items[i] : NULL; }
-
-void ag_template_set_free(ag_template_set *set) {
-  if (!set) return;
-  for (size_t i = 0; i < set->n; i++)
-    ag_template_unref(set->items[i]);
-  free(set->items);
-  ag_map_deinit(&set->by_name);
-  free(set);
 }

@@ -122,14 +122,4 @@ char *ag_template_render(const char *prompt, const ag_prompt_vars *vars);
 /* Checks that a prompt uses only known variables; on failure err names the first unknown one. */
 AG_MUST_CHECK int ag_template_check_prompt(const char *prompt, char *err, size_t errlen);
 
-/* A read-only set of templates by name, holding a reference to each (tests, and the file loader). */
-typedef struct ag_template_set ag_template_set;
-AG_MUST_CHECK int ag_template_set_new(ag_template_set **out);
-/* Takes the caller's reference to t (also on failure). AG_EEXIST if the name is taken. */
-AG_MUST_CHECK int ag_template_set_add_take(ag_template_set *set, ag_template *t);
-ag_template *ag_template_set_find(const ag_template_set *set, const char *name);
-size_t ag_template_set_count(const ag_template_set *set);
-ag_template *ag_template_set_at(const ag_template_set *set, size_t i);
-void ag_template_set_free(ag_template_set *set);
-
 #endif
