@@ -391,8 +391,9 @@ static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk)
   for (int pass = 0; pass < 2; pass++)
     for (size_t i = 0; i < n && i < 63; i++) {
       if (required[i] != (pass == 0) || !offer_now(s, tools[i], with_reasoning)) continue;
+      /* Required tools come whatever the cap says; they do fill it for the others. */
       bool counts = tools[i]->role != AG_TOOL_FINAL_ANSWER && tools[i]->role != AG_TOOL_REASONING;
-      if (counts && shown >= cap) continue;
+      if (counts && shown >= cap && !required[i]) continue;
       if (toolkit_add(tk, tools[i])) {
         tk->key |= (uint64_t)1 << i;
         if (counts) shown++;

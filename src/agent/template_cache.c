@@ -31,6 +31,7 @@ typedef struct op {
   uint64_t gen;
   ag_template_fn cb;
   ag_template_load_fn load_cb;
+  void (*reload_cb)(void *ud);
   void *ud;
   /* OP_LOAD: the templates of the page being read, one by one. */
   ag_template_rec *recs;
@@ -273,7 +274,10 @@ static void reload_apply(op *o, int err, ag_template *t) {
     trim_versions(o->c, o->name);
   }
   ag_template_unref(t);
+  void (*cb)(void *) = o->c ? o->reload_cb : NULL;
+  void *ud = o->ud;
   op_free(o);
+  if (cb) cb(ud);
 }
 
 static void on_version(int err, ag_template_version_rec *v, void *ud) {
@@ -333,21 +337,28 @@ int ag_template_cache_fetch(ag_template_cache *c, const char *name, int version,
   return rc;
 }
 
-void ag_template_cache_invalidate(ag_template_cache *c, const char *name) {
-  if (!c || !name || !c->store) return;
+int ag_template_cache_reload(ag_template_cache *c, const char *name, void (*done)(void *ud), void *ud) {
+  if (!c || !name) return AG_EINVAL;
+  if (!c->store) return AG_ENOTFOUND;
   uint64_t gen = ++c->gen;
   op *o = op_new(c, OP_RELOAD, name);
-  if (!o || ag_map_put(&c->gens, name, (void *)(uintptr_t)gen) < 0) {
-    if (o) op_free(o);
-    ag_log_error(NULL, "templates: out of memory: %s is not reloaded", name);
-    return;
+  if (!o) return AG_ENOMEM;
+  if (ag_map_put(&c->gens, name, (void *)(uintptr_t)gen) < 0) {
+    op_free(o);
+    return AG_ENOMEM;
   }
   o->gen = gen;
+  o->reload_cb = done;
+  o->ud = ud;
   int rc = ag_store_template_get_by_name(c->store, name, on_template, o);
-  if (rc < 0) {
-    ag_log_warn(NULL, "templates: cannot reload %s: %s", name, ag_strerror(rc));
-    op_free(o);
-  }
+  if (rc < 0) op_free(o);
+  return rc;
+}
+
+void ag_template_cache_invalidate(ag_template_cache *c, const char *name) {
+  if (!c || !c->store) return;
+  int rc = ag_template_cache_reload(c, name, NULL, NULL);
+  if (rc < 0) ag_log_warn(NULL, "templates: cannot reload %s: %s", name ? name : "(null)", ag_strerror(rc));
 }
 
 static void on_notice(const char *topic, const char *msg, size_t len, void *ud) {

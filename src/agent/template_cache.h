@@ -49,6 +49,9 @@ AG_MUST_CHECK int ag_template_cache_fetch(ag_template_cache *c, const char *name
 
 /* Reloads `name` from the store (what a bus notice does). */
 void ag_template_cache_invalidate(ag_template_cache *c, const char *name);
+/* The same, and done(ud) once this process's cache has the template as the store has it now (or
+ * the reload failed, which is logged): a writer that waits for it reads its own write. */
+AG_MUST_CHECK int ag_template_cache_reload(ag_template_cache *c, const char *name, void (*done)(void *ud), void *ud);
 /* Installs t as the active version of its name, taking a reference (tests; the store is not
  * written). */
 AG_MUST_CHECK int ag_template_cache_put(ag_template_cache *c, ag_template *t);

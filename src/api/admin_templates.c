@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "agent/template.h"
+#include "agent/template_cache.h"
 #include "agent/template_doc.h"
 #include "api/api.h"
 #include "base/json.h"
@@ -40,6 +41,8 @@ struct op {
   bool activate; /* POST versions: make the new version active */
   char *name;    /* the template's name, for the bus notice */
   int64_t tid;
+  ag_json *reply; /* the answer, held until this process's cache has the change */
+  int reply_status;
 };
 
 static op *op_new(ag_api_ctx *ctx, ag_http_req *req) {
@@ -51,6 +54,7 @@ static op *op_new(ag_api_ctx *ctx, ag_http_req *req) {
 
 static void op_free(op *o) {
   ag_json_free(o->body);
+  ag_json_free(o->reply);
   free(o->name);
   free(o);
 }
@@ -75,10 +79,23 @@ static void store_failed(ag_http_req *req, int err, const char *what) {
   }
 }
 
-static void announce(op *o, const char *name) {
-  if (!o->ctx->bus || !name) return;
-  if (ag_bus_publish_str(o->ctx->bus, AG_TOPIC_TEMPLATES, name) < 0)
-    ag_log_warn(NULL, "templates: could not announce the change of %s; caches reload it at restart", name);
+static void on_cache_reloaded(void *ud) {
+  op *o = ud;
+  ag__api_respond_json(o->req, o->reply_status, o->reply);
+  o->reply = NULL;
+  op_free(o);
+}
+
+/* The change is stored: every agentd on the bus reloads the template, and the answer goes out
+ * once this process has (a client reads its own write: /v1/models and new sessions see it).
+ * Takes `reply` and frees `o`. */
+static void announce_and_reply(op *o, const char *name, int status, ag_json *reply) {
+  o->reply = reply;
+  o->reply_status = status;
+  if (o->ctx->bus && ag_bus_publish_str(o->ctx->bus, AG_TOPIC_TEMPLATES, name) < 0)
+    ag_log_warn(NULL, "templates: could not announce the change of %s to other processes", name);
+  if (!o->ctx->templates || ag_template_cache_reload(o->ctx->templates, name, on_cache_reloaded, o) < 0)
+    on_cache_reloaded(o);
 }
 
 /* ---- JSON out ---------------------------------------------------------------------------------- */
@@ -191,8 +208,9 @@ static void on_created(int err, ag_template_version_rec *v, void *ud) {
       ag_json_free(res);
       res = NULL;
     }
-    announce(o, o->name);
-    ag__api_respond_json(o->req, 201, res);
+    ag_template_version_rec_free(v);
+    announce_and_reply(o, o->name, 201, res);
+    return;
   }
   ag_template_version_rec_free(v);
   op_free(o);
@@ -261,7 +279,6 @@ static void on_deleted(int err, void *ud) {
   if (err < 0) {
     store_failed(o->req, err, "could not delete the template");
   } else {
-    announce(o, o->name);
     ag_json *res = ag_json_object_new();
     if (res && (ag_json_set_take(res, "id", ag_json_int_new(o->tid)) < 0 ||
                 ag_json_set_take(res, "name", ag_json_string_new(o->name)) < 0 ||
@@ -269,7 +286,8 @@ static void on_deleted(int err, void *ud) {
       ag_json_free(res);
       res = NULL;
     }
-    ag__api_respond_json(o->req, 200, res);
+    announce_and_reply(o, o->name, 200, res);
+    return;
   }
   op_free(o);
 }
@@ -342,8 +360,15 @@ static void on_version_added(int err, ag_template_version_rec *v, void *ud) {
   if (err < 0) {
     store_failed(o->req, err, "could not store the version");
   } else {
-    if (o->activate) announce(o, o->name);
-    ag__api_respond_json(o->req, 201, version_json(o->name, v));
+    ag_json *res = version_json(o->name, v);
+    ag_template_version_rec_free(v);
+    if (o->activate) {
+      announce_and_reply(o, o->name, 201, res);
+      return;
+    }
+    ag__api_respond_json(o->req, 201, res);
+    op_free(o);
+    return;
   }
   ag_template_version_rec_free(v);
   op_free(o);
@@ -440,8 +465,17 @@ static void on_activated(int err, ag_template_rec *t, void *ud) {
   if (err < 0) {
     store_failed(o->req, err, "could not activate the version");
   } else {
-    announce(o, t->name);
-    ag__api_respond_json(o->req, 200, template_json(t));
+    ag_json *res = template_json(t);
+    char *name = strdup(t->name);
+    ag_template_rec_free(t);
+    if (name) {
+      announce_and_reply(o, name, 200, res);
+      free(name);
+      return;
+    }
+    ag__api_respond_json(o->req, 200, res);
+    op_free(o);
+    return;
   }
   ag_template_rec_free(t);
   op_free(o);

@@ -210,8 +210,11 @@ export async function startAgentd({ env = {}, dbPath, dbUrl, templatesDir, withU
     const proc = h.proc;
     if (!proc || h.exit) return h.exit?.code ?? null;
     proc.kill(signal);
-    const timer = sleep(STOP_TIMEOUT_MS).then(() => 'timeout');
+    // A cleared timer: a pending one would keep node alive for its whole length after the tests.
+    let t;
+    const timer = new Promise((res) => (t = setTimeout(() => res('timeout'), STOP_TIMEOUT_MS)));
     const r = await Promise.race([proc.exited, timer]);
+    clearTimeout(t);
     if (r === 'timeout') {
       proc.kill('SIGKILL');
       await proc.exited;
@@ -481,3 +484,36 @@ export const clarificationAction = (question = CLARIFICATION_QUESTION) => ({
     },
   },
 });
+
+/**
+ * Runs the agentd binary once as a command (e.g. `templates import FILE --db PATH`), not as a
+ * server: the same clean environment as startAgentd (plus `env`), working directory the repository
+ * root. Resolves to { code, signal, stdout, stderr } when it exits; kills it after `timeoutMs`.
+ */
+export function runAgentdCommand(args, { env = {}, timeoutMs = 30_000 } = {}) {
+  const bin = agentdBin();
+  const fullEnv = { ...baseEnv(), AGENTD_LOG_LEVEL: 'info' };
+  for (const [k, v] of Object.entries(env)) {
+    if (v === null || v === undefined) delete fullEnv[k];
+    else fullEnv[k] = String(v);
+  }
+  return new Promise((resolve, reject) => {
+    const proc = spawn(bin, args, { env: fullEnv, stdio: ['ignore', 'pipe', 'pipe'], cwd: REPO_ROOT });
+    running.add(proc);
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d) => (stdout += d.toString('utf8')));
+    proc.stderr.on('data', (d) => (stderr += d.toString('utf8')));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.on('error', (e) => {
+      clearTimeout(timer);
+      running.delete(proc);
+      reject(new Error(`cannot run ${bin} ${args.join(' ')}: ${e.message}`));
+    });
+    proc.on('close', (code, signal) => {
+      clearTimeout(timer);
+      running.delete(proc);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
