@@ -603,7 +603,7 @@ void ag__api_admin_templates(ag_api_ctx *ctx, ag_http_req *req, const char *rest
   op *o = op_new(ctx, req);
   if (!o) return;
   o->next = next;
-  if (num[0]) o->version = atoi(num);
+  if (num[0]) o->version = (int)strtol(num, NULL, 10); /* all digits, fewer than 10 */
   if (needs_body && !(o->body = ag__api_json_body(req, AG_TEMPLATE_DOC_MAX, "a template document"))) {
     op_free(o);
     return;
