@@ -1,7 +1,8 @@
-/* Internal interface of the agent loop (session.h), shared by its two files and by nothing else:
+/* Internal interface of the agent loop (session.h), shared by its three files and by nothing else:
  * the runtime and session structs, the enums of a session's state machine, and the functions one
- * file calls in the other. session.c holds the runtime, the steps, commits and the end of a run;
- * session_tools.c journals plain tool calls. Cross-file functions are ag__session_*. */
+ * file calls in the other. session.c holds the steps, commits and the end of a run; session_run.c
+ * the runtime and how runs begin; session_tools.c journals plain tool calls. Cross-file functions
+ * are ag__session_*. */
 #ifndef AG_AGENT_SESSION_INTERNAL_H
 #define AG_AGENT_SESSION_INTERNAL_H
 
@@ -109,7 +110,16 @@ struct ag_session {
   ag_buf streamed; /* answer text already given to on_answer in this run */
 };
 
+/* Most bytes of answer text one run streams (s->streamed). */
+#define AG__MAX_ANSWER_BYTES (4u << 20)
+
 /* ---------- session.c ---------- */
+
+/* Frees the session object (its run is over and nothing is outstanding). */
+void ag__session_free(ag_session *s);
+/* The run is over: out of the live map, the instance back to the pool, on_end delivered (unless
+ * the owner left), and the session freed once nothing is outstanding. */
+void ag__session_deliver_end(ag_session *s);
 
 /* Replaces *dst with a copy of src (NULL stays NULL); *dst is NULL if the copy fails. */
 void ag__session_set_str(char **dst, const char *src);
