@@ -17,6 +17,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "agent/rules.h"
 #include "agent/session_internal.h"
 #include "agent/template_cache.h"
 #include "base/buf.h"
@@ -91,6 +92,7 @@ void ag__session_free(ag_session *s) {
   free(s->error);
   free(s->reasoning);
   free(s->parent_id);
+  free(s->stage);
   free(s->end_msg);
   free(s->resume_text);
   ag__session_exec_rec_deinit(&s->exec);
@@ -163,6 +165,7 @@ static void fill_rec(const ag_session *s, ag_session_rec *r) {
   r->task = s->task;
   r->stream_format = (char *)ag_stream_format_name(s->format);
   r->parent_id = s->parent_id;
+  r->stage = s->stage;
   r->iteration = s->iteration;
   r->searches_used = s->searches_used;
   r->clarifications_used = s->clarifications_used;
@@ -363,41 +366,98 @@ static bool toolkit_add(toolkit *tk, const ag_tool *t) {
   return true;
 }
 
-/* Whether tool t may be offered at this step: past max_iterations only the final answer (and the
- * reasoning tool); clarification and search tools drop out when their budgets are spent. */
-static bool offer_now(const ag_session *s, const ag_tool *tool, bool with_reasoning) {
-  const ag_template *t = s->tpl;
-  if (tool->role == AG_TOOL_REASONING && !with_reasoning) return false;
-  if (s->iteration >= t->max_iterations && tool->role != AG_TOOL_FINAL_ANSWER && tool->role != AG_TOOL_REASONING)
-    return false;
-  if (tool->role == AG_TOOL_CLARIFICATION && s->clarifications_used >= t->max_clarifications) return false;
-  if (tool->is_search && s->searches_used >= t->max_searches) return false;
-  return true;
+/* calls.<tool> for the rules: how many times this session called the tool (any spelling). */
+static int count_calls(const char *tool, void *ud) {
+  const ag_session *s = ud;
+  char want[128], have[128];
+  ag_tools_normalize(tool, want, sizeof want);
+  int n = 0;
+  for (size_t i = 0; i < s->n_msgs; i++)
+    for (size_t k = 0; k < s->msgs[i].n_tool_calls; k++) {
+      ag_tools_normalize(s->msgs[i].tool_calls[k].name ? s->msgs[i].tool_calls[k].name : "", have, sizeof have);
+      n += strcmp(want, have) == 0;
+    }
+  return n;
 }
 
-/* Tools offered to the model now, from the instance's prepared set: the required ones first,
- * then the others in template order, at most max_tools_in_prompt of them (the final answer
- * aside), and the final answer always. */
-static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk) {
+static ag_rule_state rule_state(const ag_session *s) {
+  return (ag_rule_state){.iteration = s->iteration,
+                         .llm_calls = s->llm_calls,
+                         .searches_used = s->searches_used,
+                         .clarifications_used = s->clarifications_used,
+                         .tokens_used = s->total.total_tokens,
+                         .elapsed_s = (double)(ag_unix_ms() - s->created_at) / 1000.0,
+                         .stage = s->stage,
+                         .state = ag_session_state_name(s->state),
+                         .tool_calls = count_calls,
+                         .ud = (void *)s};
+}
+
+static bool tool_tag(const void *tool, const char *tag) { return ag_tool_has_tag(tool, tag); }
+
+/* Tools offered to the model now. The candidates are the instance's prepared set (the template's
+ * tools after the policy's allow and deny lists); the template's rules (agent/rules.h, the limits
+ * among them) hide some and may require others; then the required ones come first and the others
+ * in template order, at most max_tools_in_prompt of them (the final answer aside), and the final
+ * answer always. `audit` (may be NULL) gets what the rules did. */
+static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk, ag_rule_audit *audit) {
   const ag_template *t = s->tpl;
   const ag_tool *const *tools;
   const bool *required;
   size_t n = ag_toolset_tools(s->ts, &tools, &required);
+  const ag_tool *cand[AG_TEMPLATE_MAX_TOOLS + AG_RULE_MAX_NAMES];
+  bool req[AG_ARRAY_LEN(cand)], keep[AG_ARRAY_LEN(cand)];
+  int slot[AG_ARRAY_LEN(cand)]; /* the toolset index (for the schema key), or -1 */
+  ag_rule_tool rt[AG_ARRAY_LEN(cand)];
+  size_t nc = 0;
+  for (size_t i = 0; i < n && i < 63; i++) {
+    if (tools[i]->role == AG_TOOL_REASONING && !with_reasoning) continue;
+    cand[nc] = tools[i];
+    req[nc] = required[i];
+    slot[nc++] = (int)i;
+  }
+  ag_rule_audit local = {0};
+  if (!audit) audit = &local;
+  ag_rule_state st = rule_state(s);
+  for (size_t i = 0; i < nc; i++) {
+    keep[i] = true;
+    rt[i] = (ag_rule_tool){cand[i]->name, tool_tag, cand[i], cand[i]->role == AG_TOOL_FINAL_ANSWER};
+  }
+  if (ag_rules_eval(t->ruleset, AG_RULE_PRE, &st, rt, nc, keep, audit) < 0)
+    ag_log_warn(s->id, "rules: out of memory; the tools offered may be too many");
+  /* require_tool: offered even if the template leaves it out, when the registry has it. */
+  for (size_t r = 0; r < audit->n_required && nc < AG_ARRAY_LEN(cand); r++) {
+    const ag_tool *x = ag_tool_registry_find(s->rt->cfg.tools, audit->required[r]);
+    bool have = false;
+    for (size_t i = 0; x && i < nc; i++)
+      if (cand[i] == x) {
+        have = keep[i] = req[i] = true;
+      }
+    if (!x || have || (x->role == AG_TOOL_REASONING && !with_reasoning)) continue;
+    cand[nc] = x;
+    req[nc] = keep[nc] = true;
+    slot[nc] = -1;
+    rt[nc] = (ag_rule_tool){x->name, tool_tag, x, x->role == AG_TOOL_FINAL_ANSWER};
+    nc++;
+  }
+  if (ag_rules_eval(t->ruleset, AG_RULE_POST, &st, rt, nc, keep, audit) < 0)
+    ag_log_warn(s->id, "rules: out of memory in the post-filter");
   size_t cap = t->max_tools_in_prompt > 0 ? (size_t)t->max_tools_in_prompt : SIZE_MAX, shown = 0;
   tk->n = 0;
   tk->key = 0;
   for (int pass = 0; pass < 2; pass++)
-    for (size_t i = 0; i < n && i < 63; i++) {
-      if (required[i] != (pass == 0) || !offer_now(s, tools[i], with_reasoning)) continue;
+    for (size_t i = 0; i < nc; i++) {
+      if (req[i] != (pass == 0) || !keep[i]) continue;
       /* Required tools come whatever the cap says; they do fill it for the others. */
-      bool counts = tools[i]->role != AG_TOOL_FINAL_ANSWER && tools[i]->role != AG_TOOL_REASONING;
-      if (counts && shown >= cap && !required[i]) continue;
-      if (toolkit_add(tk, tools[i])) {
-        tk->key |= (uint64_t)1 << i;
+      bool counts = cand[i]->role != AG_TOOL_FINAL_ANSWER && cand[i]->role != AG_TOOL_REASONING;
+      if (counts && shown >= cap && !req[i]) continue;
+      if (toolkit_add(tk, cand[i])) {
+        tk->key |= slot[i] >= 0 ? (uint64_t)1 << slot[i] : (uint64_t)1 << 62;
         if (counts) shown++;
       }
     }
   if (toolkit_add(tk, ag_tools_find("final_answer_tool"))) tk->key |= (uint64_t)1 << 63;
+  ag_rule_audit_deinit(&local);
 }
 
 static bool toolkit_has(const toolkit *tk, const ag_tool *t) {
@@ -462,12 +522,48 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
 
 static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud);
 
+/* What the rules decided besides the tools: a new stage, or the end of the run. True if the run
+ * ended. */
+static bool apply_rule_effects(ag_session *s, const ag_rule_audit *a) {
+  if (a->n_fired) {
+    char fired[512] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < a->n_fired && off < sizeof fired; i++)
+      off += (size_t)snprintf(fired + off, sizeof fired - off, "%s%s", i ? ", " : "", a->fired[i]);
+    ag_log_debug(s->id, "rules fired: %s (%zu tool(s) hidden)", fired, a->n_hidden);
+  }
+  if (a->stage && (!s->stage || strcmp(s->stage, a->stage) != 0)) {
+    ag__session_set_str(&s->stage, a->stage);
+    ag__session_emit_progress(s, "Stage: %s.", a->stage);
+  }
+  if (!a->finish) return false;
+  const char *msg = a->finish_message ? a->finish_message : "";
+  ag__session_emit_progress(s, "Finished by a rule: %s", msg);
+  if (a->finish_failed) {
+    ag__session_set_str(&s->result, msg);
+    ag__session_finish(s, AG_SESSION_FAILED, 0, msg);
+  } else {
+    ag__session_set_str(&s->result, msg);
+    complete_answer(s, msg);
+    ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
+  }
+  return true;
+}
+
 void ag__session_begin_step(ag_session *s) {
   const ag_template *t = s->tpl;
   if (s->cancel) {
     ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;
   }
+  /* Between two steps: the transition rules see the state the last commit left. */
+  ag_rule_audit ta = {0};
+  ag_rule_state st = rule_state(s);
+  if (ag_rules_eval(t->ruleset, AG_RULE_TRANSITION, &st, NULL, 0, NULL, &ta) < 0)
+    ag_log_warn(s->id, "rules: out of memory evaluating the transition rules");
+  bool ended = apply_rule_effects(s, &ta);
+  ag_rule_audit_deinit(&ta);
+  if (ended) return;
   /* Per run: max_steps LLM calls. Per session (runs resumed after clarifications or restarts add
    * up): max_steps iterations for each run a session can have. */
   long session_cap = (long)t->max_steps * (t->max_clarifications + 1);
@@ -489,7 +585,12 @@ void ag__session_begin_step(ag_session *s) {
     s->step = STEP_ACTION;
 
   toolkit tk;
-  build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk);
+  ag_rule_audit audit = {0};
+  build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk,
+                &audit);
+  ended = apply_rule_effects(s, &audit);
+  ag_rule_audit_deinit(&audit);
+  if (ended) return;
   ag_tool_def defs[AG_TEMPLATE_MAX_TOOLS + 1];
   size_t nd = 0;
   ag_chat_request req = {0};
@@ -686,7 +787,7 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
 static void run_action(ag_session *s, const char *call_id, const char *name, const char *args) {
   const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, name);
   toolkit tk;
-  build_toolkit(s, true, &tk);
+  build_toolkit(s, true, &tk, NULL);
   ag_buf out;
   ag_buf_init(&out, 1 << 20);
   const char *status = "ok";

@@ -60,6 +60,7 @@ struct ag_session {
   char *error;
   char *reasoning; /* current_step_reasoning JSON */
   char *parent_id;
+  char *stage; /* set by the rules (set_stage); stored with the session */
   int64_t created_at;
 
   ag_msg *msgs;

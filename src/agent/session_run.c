@@ -317,6 +317,8 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     rec->current_step_reasoning = NULL;
     s->parent_id = rec->parent_id;
     rec->parent_id = NULL;
+    s->stage = rec->stage;
+    rec->stage = NULL;
     s->created_at = rec->created_at;
     for (size_t i = 0; !end_err && i < n; i++) {
       ag_msg m = {0};

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent/rules.h"
 #include "base/buf.h"
 #include "base/util.h"
 
@@ -59,6 +60,7 @@ void ag_template_free(ag_template *t) {
   free_strv(t->allow, t->n_allow);
   free_strv(t->deny, t->n_deny);
   free(t->rules);
+  ag_rules_free(t->ruleset);
   free(t->meta);
   free_strv(t->tags, t->n_tags);
   free(t);
@@ -82,6 +84,8 @@ int ag_template_apply_defaults(ag_template *t) {
   if (!t->system_prompt && !(t->system_prompt = strdup(""))) return AG_ENOMEM;
   if (!t->rules && !(t->rules = strdup("[]"))) return AG_ENOMEM;
   if (!t->meta && !(t->meta = strdup("{}"))) return AG_ENOMEM;
+  if (!t->ruleset)
+    return ag_rules_compile(t->rules, t->max_iterations, t->max_searches, t->max_clarifications, &t->ruleset, NULL, 0);
   return 0;
 }
 

@@ -83,9 +83,10 @@ typedef struct ag_template {
   int max_tools_in_prompt;
   int retrieval; /* enum ag_retrieval */
 
-  char *rules; /* JSON array (the rules engine evaluates it); never NULL ("[]") */
-  char *meta;  /* JSON object of multi-agent metadata (display_name, tags, ...); never NULL ("{}") */
-  char **tags; /* meta.tags */
+  char *rules;              /* JSON array, as given; never NULL ("[]") */
+  struct ag_rules *ruleset; /* the rules compiled, with the limits' default rules (agent/rules.h) */
+  char *meta;               /* JSON object of multi-agent metadata (display_name, tags, ...); never NULL ("{}") */
+  char **tags;              /* meta.tags */
   size_t n_tags;
 } ag_template;
 
@@ -100,8 +101,9 @@ void ag_template_unref(ag_template *t);
 void ag_template_free(ag_template *t);
 
 /* Fills the limits with defaults (10 iterations, 3 clarifications, 4 searches, max_steps =
- * 2 * max_iterations + 4) where they are out of range, clamps max_steps to the ceiling, and
- * gives rules and meta their empty JSON values if NULL. AG_ENOMEM only from the latter. */
+ * 2 * max_iterations + 4) where they are out of range, clamps max_steps to the ceiling, gives
+ * rules and meta their empty JSON values if NULL, and compiles the rules (with the limits'
+ * default rules) if that was not done: AG_EINVAL for rules that do not compile, AG_ENOMEM. */
 AG_MUST_CHECK int ag_template_apply_defaults(ag_template *t);
 
 /* True if tools[] of t contains `name` (canonical). */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent/rules.h"
 #include "base/buf.h"
 #include "base/util.h"
 #include "store/catalog.h"
@@ -332,6 +333,14 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   if (rc == 0) rc = parse_limits(doc, t, &e);
   if (rc == 0) rc = parse_tools(doc, t, &e);
   if (rc == 0) rc = parse_rules_meta(doc, t, &e);
+  if (rc == 0) {
+    /* Validated when the template is saved, compiled once per version (the limits are final:
+     * parse_limits gave them their defaults). */
+    char why[400];
+    rc = ag_rules_compile(t->rules, t->max_iterations, t->max_searches, t->max_clarifications, &t->ruleset, why,
+                          sizeof why);
+    if (rc < 0 && rc != AG_ENOMEM) fail(&e, "%s", why);
+  }
   if (rc == 0) rc = ag_template_apply_defaults(t);
   if (rc < 0) {
     if (rc == AG_ENOMEM) fail(&e, "out of memory");

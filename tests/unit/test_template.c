@@ -12,6 +12,7 @@
 #include <cmocka.h>
 #include <uv.h>
 
+#include "agent/rules.h"
 #include "agent/template.h"
 #include "agent/template_cache.h"
 #include "agent/template_doc.h"
@@ -46,7 +47,8 @@ static void parse_fails(const char *json, const char *want) {
   "\"tools\":[\"FinalAnswerTool\",\"current_time\",\"text_stats\"],"                                                   \
   "\"tool_policy\":{\"required\":[\"current_time\"],\"allow\":[\"tag:builtin\",\"final_answer_tool\"],"                \
   "\"deny\":[\"text_stats\"],\"max_tools_in_prompt\":5,\"retrieval\":\"bm25\"},"                                       \
-  "\"rules\":[{\"when\":\"x\",\"then\":\"y\"}],\"meta\":{\"display_name\":\"R\",\"tags\":[\"web\",\"docs\"]}}"
+  "\"rules\":[{\"name\":\"r1\",\"when\":{\"iteration\":{\">\":2}},\"then\":[{\"remove_tool\":\"text_stats\"}]}],"      \
+  "\"meta\":{\"display_name\":\"R\",\"tags\":[\"web\",\"docs\"]}}"
 
 static void test_parse_full_document(void **state) {
   (void)state;
@@ -75,6 +77,8 @@ static void test_parse_full_document(void **state) {
   assert_int_equal(t->n_tags, 2);
   assert_string_equal(t->tags[1], "docs");
   assert_non_null(strstr(t->rules, "\"when\""));
+  assert_non_null(t->ruleset);
+  assert_int_equal(ag_rules_count(t->ruleset), 4); /* r1 and the three limit rules */
   assert_int_equal(t->refs, 1);
   ag_template_unref(t);
 }
@@ -131,6 +135,9 @@ static void test_errors_name_the_field(void **state) {
   parse_fails("{\"name\":\"a\",\"kind\":\"sgr\",\"tools\":[\"x\"],\"tool_policy\":{\"retrieval\":\"magic\"}}",
               "tool_policy.retrieval");
   parse_fails("{\"name\":\"a\",\"kind\":\"sgr\",\"tools\":[\"x\"],\"rules\":[1]}", "rules[0] must be an object");
+  parse_fails("{\"name\":\"a\",\"kind\":\"sgr\",\"tools\":[\"x\"],\"rules\":[{\"when\":{\"iterations\":1},"
+              "\"then\":[{\"finish\":{\"status\":\"failed\"}}]}]}",
+              "rules[0].when.iterations: unknown variable 'iterations'");
   parse_fails("{\"name\":\"a\",\"kind\":\"sgr\",\"tools\":[\"x\"],\"meta\":{\"tags\":[\"\"]}}", "meta.tags[0]");
   parse_fails("{\"name\":\"a\",\"kind\":\"sgr\",\"tools\":[\"x\"],\"meta\":{\"description\":\"d\"}}", "top level");
   parse_fails("{\"name\":", "not valid JSON");
