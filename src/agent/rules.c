@@ -76,8 +76,9 @@ static int fail(cerr *e, const char *fmt, ...) {
   return AG_EINVAL;
 }
 
+/* NULL-safe whatever n says (a numeric "in" list counts its values in n_in but has no strs). */
 static void free_strv(char **v, size_t n) {
-  for (size_t i = 0; i < n; i++)
+  for (size_t i = 0; v && i < n; i++)
     free(v[i]);
   free(v);
 }

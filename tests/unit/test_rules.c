@@ -238,12 +238,32 @@ static void test_actions_and_order(void **state) {
   ag_rules_free(r);
 }
 
+/* "in" over numbers (a fuzz find: its list has no strings, and freeing must not think it has). */
+static void test_numeric_in(void **state) {
+  (void)state;
+  ag_rules *r = compile_ok("[{\"name\":\"odd\",\"when\":{\"iteration\":{\"in\":[1,3,5]}},"
+                           "\"then\":[{\"remove_tool\":\"current_time\"}]}]",
+                           100, 100, 100);
+  char kept[256];
+  ag_rule_audit a = {0};
+  ag_rule_state st = {.iteration = 3};
+  run(r, AG_RULE_PRE, &st, &a, kept, sizeof kept);
+  assert_null(strstr(kept, "current_time"));
+  ag_rule_audit_deinit(&a);
+  st.iteration = 2;
+  run(r, AG_RULE_PRE, &st, &a, kept, sizeof kept);
+  assert_non_null(strstr(kept, "current_time"));
+  ag_rule_audit_deinit(&a);
+  ag_rules_free(r);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_compile_errors),
       cmocka_unit_test(test_limits_are_default_rules),
       cmocka_unit_test(test_conditions),
       cmocka_unit_test(test_actions_and_order),
+      cmocka_unit_test(test_numeric_in),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
