@@ -119,17 +119,19 @@ fuzz-build: $(FUZZ_BINS)
 fuzz: fuzz-build
 	@scripts/run-fuzz.sh $(FUZZ_BINS)
 
-build/bench/store_commits: bench/store_commits.c $(REL_DIR)/libagentd.a
+build/bench/%: bench/%.c $(REL_DIR)/libagentd.a
 	@mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
 	$(Q)$(CC) $(REL_CFLAGS) -o $@ $< $(REL_DIR)/libagentd.a $(DEP_LIBS)
 
-# Quick figures (start-up, idle RSS, /healthz and chat-session CPU) and step commits per backend;
-# the full suite is issue 8.
-bench: deps all build/bench/store_commits
+# Quick figures (start-up, idle RSS, /healthz and chat-session CPU), step commits per backend, the
+# instance pool's memory, tool search latency; the full suite is issue 8.
+SEARCH_EVAL_DIR ?= $(firstword $(wildcard ../shared/eval/tool-retrieval /work/shared/eval/tool-retrieval))
+bench: deps all build/bench/store_commits build/bench/search
 	@bench/quick.sh
 	@bench/store.sh
 	@bench/pool.sh
+	@build/bench/search $(SEARCH_EVAL_DIR)/seal-tools
 
 format:
 	clang-format -i $(wildcard src/*/*.c src/*/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c)

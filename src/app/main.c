@@ -10,6 +10,7 @@
 #include "app/config.h"
 #include "app/server.h"
 #include "base/log.h"
+#include "search/eval.h"
 #include "tools/exec_subprocess.h"
 
 #define AGENTD_VERSION "0.1.0"
@@ -22,6 +23,7 @@ static void usage(FILE *out) {
           "  serve      run the server (the default)\n"
           "  migrate    apply database migrations and exit; `migrate status` only reports\n"
           "  prune      delete sessions older than --older-than SECONDS (or AGENTD_RETENTION_MAX_AGE_S)\n"
+          "  eval-tools rank a tool catalog's queries with the tool search (`eval-tools --help`)\n"
           "  templates  `templates import PATH...` adds or updates agent templates from template\n"
           "             documents (*.json) or sgr-agent-core configuration (*.yaml); `templates\n"
           "             export` prints every active template as a JSON array\n"
@@ -58,6 +60,7 @@ int main(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
+  if (strcmp(cmd, "eval-tools") == 0) return ag_search_eval_main(argc - 1, argv + 1);
   if (strcmp(cmd, "version") == 0 || (argc > 1 && strcmp(argv[1], "--version") == 0)) {
     printf("agentd %s\n", AGENTD_VERSION);
     return 0;

@@ -20,10 +20,14 @@
  * at least one query term are candidates. Query terms beyond AG_BM25_MAX_QUERY_TERMS distinct ones
  * are ignored, as are terms no document holds.
  *
- * Search is document-at-a-time over postings lists sorted by internal slot, with MaxScore
- * pruning against a bounded heap that lives in the caller's result array: a search allocates
- * nothing and never writes to the index, so any number of threads may search one index at once
- * as long as nobody puts or removes meanwhile (the caller's lock: readers/writer).
+ * Search walks the query terms' postings lists (sorted by internal slot) a window of slots at a
+ * time, with the window's accumulators on the stack, MaxScore pruning (terms whose score bounds
+ * cannot lift a document into the current top k only add to documents other terms found) and a
+ * bounded heap that lives in the caller's result array: a search allocates nothing and never
+ * writes to the index, so any number of threads may search one index at once as long as nobody
+ * puts or removes meanwhile (the caller's lock: readers/writer). Equal documents get bit-equal
+ * scores within one search; across two indexes holding the same documents, scores agree to
+ * rounding (the order of the sum follows per-term bounds that reflect each index's history).
  *
  * Memory: the index counts every byte it allocates (ag_bm25_memory). Terms stay in the
  * dictionary after their last document goes (ids stay stable and a term usually comes back);
@@ -66,8 +70,10 @@ typedef struct ag_bm25_hit {
   double score;
 } ag_bm25_hit;
 
-/* Policy filter: returns true to keep doc_id, false to exclude it from ranking. Called at most
- * once per candidate document per search, from the searching thread. */
+/* Policy filter: returns true to keep doc_id, false to exclude it from ranking (the top k is made
+ * of kept documents only). Called from the searching thread, at most once per document per
+ * search, and only for a document that would enter the current top k: a cheap filter costs
+ * nothing and an expensive one (a lookup) runs a few times per search, not once per match. */
 typedef bool (*ag_bm25_filter_fn)(void *ud, uint64_t doc_id);
 
 typedef struct ag_bm25 ag_bm25;
@@ -90,9 +96,9 @@ AG_MUST_CHECK int ag_bm25_remove(ag_bm25 *ix, uint64_t doc_id);
 size_t ag_bm25_search(const ag_bm25 *ix, const char *query, ag_bm25_filter_fn filter, void *ud, ag_bm25_hit *out,
                       size_t top_k);
 
-size_t ag_bm25_count(const ag_bm25 *ix);            /* live documents */
+size_t ag_bm25_count(const ag_bm25 *ix); /* live documents */
 bool ag_bm25_contains(const ag_bm25 *ix, uint64_t doc_id);
-size_t ag_bm25_memory(const ag_bm25 *ix);           /* bytes allocated by the index, now */
+size_t ag_bm25_memory(const ag_bm25 *ix); /* bytes allocated by the index, now */
 const ag_bm25_params *ag_bm25_get_params(const ag_bm25 *ix);
 
 /* The document of a tool, built from its definition. The parameters field holds, for every
@@ -109,8 +115,7 @@ typedef struct ag_bm25_tool_doc {
  * properties gives an empty parameters field. AG_EINVAL if it is not JSON, AG_ENOMEM; text past
  * 64 KiB per field is dropped. td is always initialised (deinit it even on failure). */
 AG_MUST_CHECK int ag_bm25_tool_doc_init(ag_bm25_tool_doc *td, const char *name, const char *description,
-                                        const char *schema, size_t schema_len, const char *const *tags,
-                                        size_t ntags);
+                                        const char *schema, size_t schema_len, const char *const *tags, size_t ntags);
 void ag_bm25_tool_doc_deinit(ag_bm25_tool_doc *td);
 
 #endif

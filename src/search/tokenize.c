@@ -20,16 +20,15 @@ static int byte_class(unsigned char c) {
  * separator rule leaves behind ("don't" -> don, t); kept small on purpose: words that can name
  * what a tool does ("now", "up", "down", "off", "over", "out") are not in it. */
 static const char *const stop_words[] = {
-    "a",      "about", "after",   "again", "all",   "am",    "an",     "and",    "any",     "are",   "as",
-    "at",     "be",    "because", "been",  "being", "both",  "but",    "by",     "can",     "could", "d",
-    "did",    "do",    "does",    "doing", "don",   "each",  "for",    "from",   "had",     "has",   "have",
-    "having", "he",    "her",     "here",  "hers",  "him",   "his",    "how",    "i",       "if",    "in",
-    "into",   "is",    "it",      "its",   "just",  "ll",    "m",      "me",     "might",   "more",  "most",
-    "must",   "my",    "myself",  "of",    "on",    "or",    "other",  "our",    "ours",    "re",    "s",
-    "shall",  "she",   "should",  "so",    "some",  "such",  "t",      "than",   "that",    "the",   "their",
-    "theirs", "them",  "then",    "there", "these", "they",  "this",   "those",  "to",      "too",   "ve",
-    "very",   "was",   "we",      "were",  "what",  "when",  "where",  "which",  "while",   "who",   "whom",
-    "why",    "will",  "with",    "would", "you",   "your",  "yours",  "yourself"};
+    "a",     "about",   "after", "again", "all",   "am",     "an",    "and",  "any",    "are",    "as",      "at",
+    "be",    "because", "been",  "being", "both",  "but",    "by",    "can",  "could",  "d",      "did",     "do",
+    "does",  "doing",   "don",   "each",  "for",   "from",   "had",   "has",  "have",   "having", "he",      "her",
+    "here",  "hers",    "him",   "his",   "how",   "i",      "if",    "in",   "into",   "is",     "it",      "its",
+    "just",  "ll",      "m",     "me",    "might", "more",   "most",  "must", "my",     "myself", "of",      "on",
+    "or",    "other",   "our",   "ours",  "re",    "s",      "shall", "she",  "should", "so",     "some",    "such",
+    "t",     "than",    "that",  "the",   "their", "theirs", "them",  "then", "there",  "these",  "they",    "this",
+    "those", "to",      "too",   "ve",    "very",  "was",    "we",    "were", "what",   "when",   "where",   "which",
+    "while", "who",     "whom",  "why",   "will",  "with",   "would", "you",  "your",   "yours",  "yourself"};
 
 bool ag_tok_is_stop_word(const char *w, size_t len) {
   size_t lo = 0, hi = AG_ARRAY_LEN(stop_words);
@@ -106,9 +105,7 @@ void ag_tok_stem(char *w, size_t *len) {
   *len = n;
 }
 
-void ag_tok_opts_default(ag_tok_opts *o) {
-  *o = (ag_tok_opts){.stop_words = true, .stem = true};
-}
+void ag_tok_opts_default(ag_tok_opts *o) { *o = (ag_tok_opts){.stop_words = true, .stem = true}; }
 
 typedef struct tok_state {
   const ag_tok_opts *o;
@@ -143,13 +140,16 @@ int ag_tokenize(const char *text, size_t len, const ag_tok_opts *opts, ag_tok_fn
     opts = &defaults;
   }
   tok_state st = {.o = opts, .fn = fn, .ud = ud};
-  st.max_len = opts->max_token_len == 0 ? AG_TOK_DEFAULT_MAX_LEN
+  st.max_len = opts->max_token_len == 0               ? AG_TOK_DEFAULT_MAX_LEN
                : opts->max_token_len > AG_TOK_MAX_LEN ? AG_TOK_MAX_LEN
                                                       : opts->max_token_len;
   size_t max_tokens = opts->max_tokens ? opts->max_tokens : AG_TOK_DEFAULT_MAX_TOKENS;
   if (max_tokens > (size_t)(1u << 30)) max_tokens = 1u << 30;
   const unsigned char *t = (const unsigned char *)text;
-  int prev = C_SEP;
+  /* prev: the class of the previous byte; letter: of the last ASCII letter in this word, so that
+   * non-ASCII letters count as lowercase after a lowercase letter ("naïveCase" splits before C)
+   * and as uppercase after an uppercase one ("GRÖßE" stays whole). */
+  int prev = C_SEP, letter = C_SEP;
   for (size_t i = 0; i < len && (size_t)st.count < max_tokens; i++) {
     int c = byte_class(t[i]);
     if (c == C_SEP) {
@@ -157,18 +157,20 @@ int ag_tokenize(const char *text, size_t len, const ag_tok_opts *opts, ag_tok_fn
         int rc = flush(&st);
         if (rc < 0) return rc;
       }
-      prev = c;
+      prev = letter = c;
       continue;
     }
     bool boundary = false;
     if (prev != C_SEP) {
       if ((prev == C_DIGIT) != (c == C_DIGIT))
         boundary = true;
-      else if (c == C_UPPER && (prev == C_LOWER || prev == C_HIGH))
+      else if (c == C_UPPER && (prev == C_LOWER || (prev == C_HIGH && letter != C_UPPER)))
         boundary = true;
       else if (c == C_UPPER && prev == C_UPPER && i + 1 < len && byte_class(t[i + 1]) == C_LOWER)
         boundary = true;
     }
+    if (boundary || prev == C_SEP || prev == C_DIGIT) letter = C_SEP;
+    if (c == C_LOWER || c == C_UPPER) letter = c;
     if (boundary && st.len) {
       int rc = flush(&st);
       if (rc < 0) return rc;
