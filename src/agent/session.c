@@ -21,6 +21,7 @@
 #include "agent/session_internal.h"
 #include "agent/template_cache.h"
 #include "base/buf.h"
+#include "base/json.h"
 #include "base/json_scan.h"
 #include "base/log.h"
 #include "base/map.h"
@@ -104,6 +105,7 @@ void ag__session_free(ag_session *s) {
   ag_tool_output_free(s->tool_out);
   ag__session_free_sources(s);
   free(s->usage_rec.model);
+  ag__session_step_rec_clear(s);
   ag_buf_deinit(&s->streamed);
   free(s);
 }
@@ -212,7 +214,9 @@ int ag__session_commit(ag_session *s, void (*next)(ag_session *s)) {
                         .usage = s->has_usage ? &s->usage_rec : NULL,
                         .n_usage = s->has_usage ? 1 : 0,
                         .finished = s->has_finish ? &s->finish_rec : NULL,
-                        .n_finished = s->has_finish ? 1 : 0};
+                        .n_finished = s->has_finish ? 1 : 0,
+                        .steps = s->has_step ? &s->step_rec : NULL,
+                        .n_steps = s->has_step ? 1 : 0};
     rc = ag_store_commit_step(s->rt->cfg.store, &c, on_committed, s);
   }
   for (size_t i = 0; i < n; i++)
@@ -231,7 +235,17 @@ int ag__session_commit(ag_session *s, void (*next)(ag_session *s)) {
   free(s->usage_rec.model);
   memset(&s->usage_rec, 0, sizeof s->usage_rec);
   s->has_usage = false;
+  ag__session_step_rec_clear(s);
   return 0;
+}
+
+void ag__session_step_rec_clear(ag_session *s) {
+  free(s->step_rec.kind);
+  free(s->step_rec.offered);
+  free(s->step_rec.hidden);
+  free(s->step_rec.rules);
+  memset(&s->step_rec, 0, sizeof s->step_rec);
+  s->has_step = false;
 }
 
 static void on_error_recorded(int err, void *ud) {
@@ -522,6 +536,53 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
 
 static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud);
 
+/* The step's tool-selection record (session_steps), committed with the step's answer: the tools
+ * offered, each template tool not offered with why, and the rules that fired. */
+static void record_step(ag_session *s, const toolkit *tk, const ag_rule_audit *a) {
+  ag__session_step_rec_clear(s);
+  ag_json *offered = ag_json_array_new(), *hidden = ag_json_object_new(), *fired = ag_json_array_new();
+  int rc = offered && hidden && fired ? 0 : AG_ENOMEM;
+  for (size_t i = 0; rc == 0 && i < tk->n; i++)
+    rc = ag_json_push_take(offered, ag_json_string_new(tk->tools[i]->name));
+  for (size_t i = 0; rc == 0 && i < a->n_hidden; i++)
+    if (!ag_json_get(hidden, a->hidden[i]))
+      rc = ag_json_set_take(hidden, a->hidden[i], ag_json_string_new(a->hidden_why[i]));
+  for (size_t i = 0; rc == 0 && i < a->n_fired; i++)
+    rc = ag_json_push_take(fired, ag_json_string_new(a->fired[i]));
+  /* The template's other tools: why they are not there either. */
+  const ag_template *t = s->tpl;
+  for (size_t i = 0; rc == 0 && i < t->n_tools; i++) {
+    const ag_tool *x = ag_tool_registry_find(s->rt->cfg.tools, t->tools[i]);
+    const char *name = x ? x->name : t->tools[i];
+    bool shown = false;
+    for (size_t k = 0; x && k < tk->n; k++)
+      shown = shown || tk->tools[k] == x;
+    if (shown || ag_json_get(hidden, name)) continue;
+    const char *why = !x                             ? "not in the catalog (or not active)"
+                      : !ag_toolset_allows(s->ts, x) ? "tool_policy: allow / deny"
+                      : x->role == AG_TOOL_REASONING ? "not offered at this kind of step"
+                                                     : "tool_policy: max_tools_in_prompt";
+    rc = ag_json_set_take(hidden, name, ag_json_string_new(why));
+  }
+  if (rc == 0) {
+    s->step_rec.step = s->iteration * 2 - (s->step == STEP_REASONING ? 1 : 0);
+    s->step_rec.iteration = s->iteration;
+    s->step_rec.kind = strdup(s->step == STEP_SGR ? "sgr" : s->step == STEP_REASONING ? "reasoning" : "action");
+    s->step_rec.offered = ag_json_dumps(offered);
+    s->step_rec.hidden = ag_json_dumps(hidden);
+    s->step_rec.rules = ag_json_dumps(fired);
+    s->step_rec.created_at = ag_unix_ms();
+    s->has_step = s->step_rec.kind && s->step_rec.offered && s->step_rec.hidden && s->step_rec.rules;
+  }
+  if (!s->has_step) {
+    ag__session_step_rec_clear(s);
+    ag_log_warn(s->id, "out of memory: step %d has no tool-selection record", s->iteration);
+  }
+  ag_json_free(offered);
+  ag_json_free(hidden);
+  ag_json_free(fired);
+}
+
 /* What the rules decided besides the tools: a new stage, or the end of the run. True if the run
  * ended. */
 static bool apply_rule_effects(ag_session *s, const ag_rule_audit *a) {
@@ -589,6 +650,7 @@ void ag__session_begin_step(ag_session *s) {
   build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk,
                 &audit);
   ended = apply_rule_effects(s, &audit);
+  if (!ended) record_step(s, &tk, &audit);
   ag_rule_audit_deinit(&audit);
   if (ended) return;
   ag_tool_def defs[AG_TEMPLATE_MAX_TOOLS + 1];

@@ -86,6 +86,8 @@ struct ag_session {
   bool sources_loaded;
   bool has_usage;
   ag_usage_rec usage_rec;
+  bool has_step; /* the tool-selection record of the call in flight, committed with its answer */
+  ag_step_rec step_rec;
 
   ag_run_events ev;
   bool started;  /* on_start delivered */
@@ -116,6 +118,8 @@ struct ag_session {
 
 /* ---------- session.c ---------- */
 
+/* Drops the pending step record. */
+void ag__session_step_rec_clear(ag_session *s);
 /* Frees the session object (its run is over and nothing is outstanding). */
 void ag__session_free(ag_session *s);
 /* The run is over: out of the live map, the instance back to the pool, on_end delivered (unless

@@ -284,6 +284,62 @@ void ag__api_agent_sources(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
   if (rc < 0) ag__api_storage_error(req, rc, "could not read the session");
 }
 
+/* ---------- GET /agents/{id}/steps: the tool-selection record of every LLM call ---------- */
+
+static ag_json *parsed_or_null(const char *text) {
+  ag_json *j = text ? ag_json_parse(text, strlen(text), NULL, 0) : NULL;
+  return j ? j : ag_json_null_new();
+}
+
+static void on_steps(int err, ag_step_rec *recs, size_t n, void *ud) {
+  ag_http_req *req = ud;
+  if (err < 0) {
+    ag__api_storage_error(req, err, "could not read the steps");
+    return;
+  }
+  ag_json *arr = ag_json_array_new();
+  for (size_t i = 0; arr && i < n; i++) {
+    ag_json *o = ag_json_object_new();
+    int rc = o ? 0 : AG_ENOMEM;
+    if (rc == 0) rc = ag_json_set_take(o, "step", ag_json_int_new(recs[i].step));
+    if (rc == 0) rc = ag_json_set_take(o, "iteration", ag_json_int_new(recs[i].iteration));
+    if (rc == 0) rc = ag_json_set_take(o, "kind", ag_json_string_new(recs[i].kind));
+    if (rc == 0) rc = ag_json_set_take(o, "offered", parsed_or_null(recs[i].offered));
+    if (rc == 0) rc = ag_json_set_take(o, "hidden", parsed_or_null(recs[i].hidden));
+    if (rc == 0) rc = ag_json_set_take(o, "rules_fired", parsed_or_null(recs[i].rules));
+    if (rc == 0) rc = ag_json_set_take(o, "created_at", ag__api_iso_time(recs[i].created_at));
+    if (rc < 0) {
+      ag_json_free(o);
+      o = NULL;
+    }
+    (void)ag__api_push(&arr, o);
+  }
+  ag_step_recs_free(recs, n);
+  ag__api_respond_json(req, 200, ag__api_list_body("steps", arr));
+}
+
+static void on_steps_session(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n, void *ud) {
+  two_step t = *(two_step *)ud;
+  free(ud);
+  ag_message_recs_free(msgs, n);
+  char id[256];
+  snprintf(id, sizeof id, "%s", r ? r->id : "");
+  ag_session_rec_free(r);
+  if (err == AG_ENOTFOUND) {
+    ag_api_error(t.req, 404, "invalid_request_error", "session_not_found", NULL, "no such session");
+  } else if (err < 0) {
+    ag__api_storage_error(t.req, err, "could not read the session");
+  } else {
+    int rc = ag_store_steps_list(t.ctx->store, id, on_steps, t.req);
+    if (rc < 0) ag__api_storage_error(t.req, rc, "could not read the steps");
+  }
+}
+
+void ag__api_agent_steps(ag_api_ctx *ctx, ag_http_req *req, const char *id) {
+  int rc = start_two_step(ctx, req, id, on_steps_session);
+  if (rc < 0) ag__api_storage_error(req, rc, "could not read the session");
+}
+
 static ag_json *artifact_json(const ag_artifact_rec *a, bool with_content) {
   ag_json *o = ag_json_object_new();
   int rc = o ? 0 : AG_ENOMEM;

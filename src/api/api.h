@@ -56,6 +56,8 @@ void ag__api_agent_state(ag_api_ctx *ctx, ag_http_req *req, const char *id);
 void ag__api_cancel_agent(ag_api_ctx *ctx, ag_http_req *req, const char *id);
 void ag__api_models(ag_api_ctx *ctx, ag_http_req *req);
 void ag__api_agent_sources(ag_api_ctx *ctx, ag_http_req *req, const char *id);
+/* GET /agents/{id}/steps: each LLM call's tools offered, hidden (and why), rules fired. */
+void ag__api_agent_steps(ag_api_ctx *ctx, ag_http_req *req, const char *id);
 /* GET /agents/{id}/artifacts (aid NULL) and /agents/{id}/artifacts/{aid}. */
 void ag__api_agent_artifacts(ag_api_ctx *ctx, ag_http_req *req, const char *id, const char *aid);
 /* /admin/tools...; `rest` is what follows "/admin/tools" without the leading '/' ("", "7",

@@ -262,6 +262,14 @@ void ag_api_handle(ag_http_req *req, void *ud) {
     ag__api_admin_tools(ctx, req, rest);
     return;
   }
+  if (match_agent(path, "steps", id, sizeof id)) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    ag__api_agent_steps(ctx, req, id);
+    return;
+  }
   if (match_agent(path, "sources", id, sizeof id)) {
     if (!method_is(req, "GET")) {
       wrong_method(req, "GET");

@@ -44,6 +44,16 @@ static const char sql_finish_exec[] =
     "WHERE id = (SELECT MAX(id) FROM tool_executions WHERE session_id = ?1 AND tool_call_id = ?2 "
     "AND status = 'started')";
 
+/* A step committed again (a run that resumes after a crash repeats the call) replaces its row. */
+static const char sql_upsert_step[] =
+    "INSERT INTO session_steps (session_id, step, iteration, kind, offered, hidden, rules, created_at) "
+    "VALUES (?1, ?2, ?3, ?4, COALESCE(?5, '[]'), COALESCE(?6, '{}'), COALESCE(?7, '[]'), ?8) "
+    "ON CONFLICT (session_id, step) DO UPDATE SET iteration = excluded.iteration, kind = excluded.kind, "
+    "offered = excluded.offered, hidden = excluded.hidden, rules = excluded.rules, created_at = excluded.created_at";
+static const char sql_list_steps[] =
+    "SELECT step, iteration, kind, offered, hidden, rules, created_at FROM session_steps WHERE session_id = ?1 "
+    "ORDER BY step LIMIT 1000";
+
 static const char sql_insert_usage[] =
     "INSERT INTO token_usage (session_id, model, prompt_tokens, completion_tokens, total_tokens, created_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -123,7 +133,7 @@ int ag_store_commit_step(ag_store *st, const ag_step_commit *c, ag_store_done_fn
   if (st->closing) return AG_ESHUTDOWN;
   if (!c || !c->session || !c->session->id || !c->session->state) return AG_EINVAL;
   if ((c->n_messages && !c->messages) || (c->n_execs && !c->execs) || (c->n_usage && !c->usage) ||
-      (c->n_finished && !c->finished))
+      (c->n_steps && !c->steps) || (c->n_finished && !c->finished))
     return AG_EINVAL;
   for (size_t i = 0; i < c->n_messages; i++)
     if (!c->messages[i].role) return AG_EINVAL;
@@ -187,6 +197,18 @@ int ag_store_commit_step(ag_store *st, const ag_step_commit *c, ag_store_done_fn
     ag__bind_int(b, u->completion_tokens);
     ag__bind_int(b, u->total_tokens);
     ag__bind_int(b, u->created_at);
+  }
+  for (size_t i = 0; i < c->n_steps; i++) {
+    const ag_step_rec *x = &c->steps[i];
+    ag__batch_add(b, sql_upsert_step, 0);
+    ag__bind_text(b, sid);
+    ag__bind_int(b, x->step);
+    ag__bind_int(b, x->iteration);
+    ag__bind_text(b, x->kind ? x->kind : "action");
+    ag__bind_text(b, x->offered);
+    ag__bind_text(b, x->hidden);
+    ag__bind_text(b, x->rules);
+    ag__bind_int(b, x->created_at ? x->created_at : ag_unix_ms());
   }
   return submit_done(st, b, false, cb, ud);
 }
@@ -369,4 +391,73 @@ int ag_store_transition_all(ag_store *st, const char *from, const char *to, cons
   ag__bind_int(b, ag_unix_ms());
   ag__bind_text(b, from);
   return submit_done(st, b, true, cb, ud);
+}
+
+/* ---- step records ---------------------------------------------------------------------------- */
+
+typedef struct steps_op {
+  ag_store_steps_fn cb;
+  void *ud;
+} steps_op;
+
+void ag_step_recs_free(ag_step_rec *recs, size_t n) {
+  for (size_t i = 0; recs && i < n; i++) {
+    free(recs[i].kind);
+    free(recs[i].offered);
+    free(recs[i].hidden);
+    free(recs[i].rules);
+  }
+  free(recs);
+}
+
+static void on_steps_batch(ag__sql_batch *b, void *ud) {
+  steps_op op = *(steps_op *)ud;
+  free(ud);
+  int err = b->err;
+  ag_step_rec *recs = NULL;
+  size_t n = 0;
+  if (err == 0) {
+    const ag__sql_result *r = &b->stmts[0].res;
+    n = r->nrows;
+    if (n && !(recs = calloc(n, sizeof *recs))) err = AG_ENOMEM;
+    for (size_t i = 0; err == 0 && i < n; i++) {
+      int rc = 0;
+      recs[i].step = (int)ag__cell_int(r, i, 0);
+      recs[i].iteration = (int)ag__cell_int(r, i, 1);
+      recs[i].kind = ag__cell_dup(r, i, 2, &rc);
+      recs[i].offered = ag__cell_dup(r, i, 3, &rc);
+      recs[i].hidden = ag__cell_dup(r, i, 4, &rc);
+      recs[i].rules = ag__cell_dup(r, i, 5, &rc);
+      recs[i].created_at = ag__cell_int(r, i, 6);
+      if (rc < 0) err = rc;
+    }
+    if (err < 0) {
+      ag_step_recs_free(recs, n);
+      recs = NULL;
+      n = 0;
+    }
+  }
+  ag__batch_free(b);
+  if (op.cb)
+    op.cb(err, recs, n, op.ud);
+  else
+    ag_step_recs_free(recs, n);
+}
+
+int ag_store_steps_list(ag_store *st, const char *session_id, ag_store_steps_fn cb, void *ud) {
+  if (!st || !session_id) return AG_EINVAL;
+  if (st->closing) return AG_ESHUTDOWN;
+  ag__sql_batch *b = ag__batch_new(AG_DB_READ, NULL);
+  if (!b) return AG_ENOMEM;
+  ag__batch_add(b, sql_list_steps, 0);
+  ag__bind_text(b, session_id);
+  steps_op *op = malloc(sizeof *op);
+  if (!op) {
+    ag__batch_free(b);
+    return AG_ENOMEM;
+  }
+  *op = (steps_op){cb, ud};
+  int rc = ag__store_submit(st, b, on_steps_batch, op);
+  if (rc < 0) free(op);
+  return rc;
 }

@@ -80,6 +80,18 @@ typedef struct ag_usage_rec {
   int64_t created_at;
 } ag_usage_rec;
 
+/* The tool-selection record of one LLM call (session_steps): `step` numbers the calls of a
+ * session 1, 2, 3 ...; the three JSON texts are written as given (NULL: their empty value). */
+typedef struct ag_step_rec {
+  int step;
+  int iteration;
+  char *kind;    /* "sgr", "reasoning", "action" */
+  char *offered; /* JSON array of the tool names offered */
+  char *hidden;  /* JSON object: tool name -> why it was hidden */
+  char *rules;   /* JSON array of the rules that fired */
+  int64_t created_at;
+} ag_step_rec;
+
 /* One step, committed atomically. `session` is upserted (inserted the first time, then updated
  * in full); messages are appended and must continue the session's seq without gaps; `execs` are
  * new tool-execution rows (status "started" for a call about to run, or already finished);
@@ -95,6 +107,8 @@ typedef struct ag_step_commit {
   size_t n_usage;
   const ag_tool_exec_rec *finished;
   size_t n_finished;
+  const ag_step_rec *steps; /* tool-selection records; a step number already stored is replaced */
+  size_t n_steps;
 } ag_step_commit;
 
 typedef void (*ag_store_done_fn)(int err, void *ud);
@@ -162,6 +176,12 @@ typedef struct ag_session_filter {
   size_t limit, offset;
 } ag_session_filter;
 AG_MUST_CHECK int ag_store_list_sessions_by(ag_store *st, const ag_session_filter *f, ag_store_list_fn cb, void *ud);
+/* A session's step records in step order (at most 1000). recs owned by the callee
+ * (ag_step_recs_free); an unknown session has none. `session_id` borrowed. */
+typedef void (*ag_store_steps_fn)(int err, ag_step_rec *recs, size_t n, void *ud);
+AG_MUST_CHECK int ag_store_steps_list(ag_store *st, const char *session_id, ag_store_steps_fn cb, void *ud);
+void ag_step_recs_free(ag_step_rec *recs, size_t n);
+
 /* Sets every session in state `from` to state `to` with `error` (start-up recovery); cb gets the
  * number changed through err >= 0. */
 AG_MUST_CHECK int ag_store_transition_all(ag_store *st, const char *from, const char *to, const char *error,

@@ -73,6 +73,19 @@ test(
     const st = await agentState(h, r.agentId);
     assert.equal(st.state, 'completed');
     assert.equal(st.searches_used, 1);
+    // Every step's record says what was offered, what was hidden and why, which rules fired.
+    const steps = await http(h, 'GET', `/agents/${r.agentId}/steps`);
+    assert.equal(steps.status, 200, steps.text);
+    assert.equal(steps.json.total, 3);
+    const [s1, s2] = steps.json.steps;
+    assert.deepEqual([s1.step, s1.iteration, s1.kind], [2, 1, 'action']);
+    assert.deepEqual(s1.offered, offered(reqs[0]));
+    assert.deepEqual(s1.rules_fired, []);
+    assert.deepEqual(s2.offered, offered(reqs[1]));
+    assert.deepEqual(s2.rules_fired, ['limit.max_searches']);
+    assert.equal(s2.hidden.web_search, 'limit.max_searches: remove_tool');
+    const missing = await http(h, 'GET', '/agents/nope_00000000-0000-4000-8000-000000000000/steps');
+    assert.equal(missing.status, 404);
   }),
 );
 

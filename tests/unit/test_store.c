@@ -123,7 +123,8 @@ static const char *const all_tables[] = {"schema_migrations",
                                          "agent_instances",
                                          "threads",
                                          "sources",
-                                         "artifacts"};
+                                         "artifacts",
+                                         "session_steps"};
 
 static size_t n_migrations(const fixture *f) {
   return f->dialect == AG_DB_POSTGRES ? ag__n_migrations_postgres : ag__n_migrations_sqlite;
@@ -462,6 +463,76 @@ static void test_tool_call_started_then_finished(void **state) {
   c = (ag_step_commit){.session = &s, .messages = again, .n_messages = 1, .finished = &done, .n_finished = 1};
   assert_int_equal(commit(f, st, &c), AG_ENOTFOUND);
   assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM tool_executions"), 1);
+  fx_close(f, st);
+}
+
+/* Tool-selection records: written with their step, a step number committed again replaces its
+ * row (a recovered run repeating a call), listed in step order, gone with the session. */
+typedef struct steps_result {
+  bool done;
+  int err;
+  ag_step_rec *recs;
+  size_t n;
+} steps_result;
+
+static void on_steps(int err, ag_step_rec *recs, size_t n, void *ud) {
+  steps_result *r = ud;
+  r->done = true;
+  r->err = err;
+  r->recs = recs;
+  r->n = n;
+}
+
+static steps_result steps_of(fixture *f, ag_store *st, const char *id) {
+  steps_result r = {0};
+  assert_int_equal(ag_store_steps_list(st, id, on_steps, &r), 0);
+  while (!r.done)
+    uv_run(&f->loop, UV_RUN_ONCE);
+  return r;
+}
+
+static void test_step_records(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  ag_session_rec s = session("s_steps", "running", 10);
+  ag_step_rec a[] = {{.step = 2,
+                      .iteration = 1,
+                      .kind = "action",
+                      .offered = "[\"web_search\",\"final_answer_tool\"]",
+                      .created_at = 20},
+                     {.step = 4,
+                      .iteration = 2,
+                      .kind = "action",
+                      .offered = "[\"final_answer_tool\"]",
+                      .hidden = "{\"web_search\":\"limit.max_searches: remove_tool\"}",
+                      .rules = "[\"limit.max_searches\"]",
+                      .created_at = 30}};
+  ag_step_commit c = {.session = &s, .steps = a, .n_steps = 2};
+  assert_int_equal(commit(f, st, &c), 0);
+  steps_result r = steps_of(f, st, "s_steps");
+  assert_int_equal(r.err, 0);
+  assert_int_equal(r.n, 2);
+  assert_int_equal(r.recs[0].step, 2);
+  fx_assert_str(r.recs[0].hidden, "{}"); /* NULL is its empty value */
+  fx_assert_str(r.recs[0].rules, "[]");
+  fx_assert_str(r.recs[1].hidden, "{\"web_search\":\"limit.max_searches: remove_tool\"}");
+  assert_int_equal(r.recs[1].created_at, 30);
+  ag_step_recs_free(r.recs, r.n);
+  /* Step 4 again: replaced, not doubled. */
+  ag_step_rec again = {.step = 4, .iteration = 2, .kind = "action", .offered = "[\"x\"]", .created_at = 40};
+  c = (ag_step_commit){.session = &s, .steps = &again, .n_steps = 1};
+  assert_int_equal(commit(f, st, &c), 0);
+  r = steps_of(f, st, "s_steps");
+  assert_int_equal(r.n, 2);
+  fx_assert_str(r.recs[1].offered, "[\"x\"]");
+  assert_int_equal(r.recs[1].created_at, 40);
+  ag_step_recs_free(r.recs, r.n);
+  /* An unknown session has none; a deleted one takes its steps along. */
+  r = steps_of(f, st, "nope");
+  assert_int_equal(r.err, 0);
+  assert_int_equal(r.n, 0);
+  fx_raw_exec(f, "DELETE FROM sessions WHERE id = 's_steps'");
+  assert_int_equal(fx_raw_int(f, "SELECT count(*) FROM session_steps"), 0);
   fx_close(f, st);
 }
 
@@ -980,6 +1051,7 @@ int main(void) {
       STORE_TEST(test_upsert_session),
       STORE_TEST(test_messages_in_order),
       STORE_TEST(test_tool_call_started_then_finished),
+      STORE_TEST(test_step_records),
       STORE_TEST(test_duplicate_seq_is_atomic),
       STORE_TEST(test_list_and_paginate),
       STORE_TEST(test_transition_all),
