@@ -18,6 +18,7 @@
 #include <uv.h>
 
 #include "agent/rules.h"
+#include "search/tool_index.h"
 #include "agent/session_internal.h"
 #include "agent/template_cache.h"
 #include "base/buf.h"
@@ -367,7 +368,8 @@ void ag__session_deliver_end(ag_session *s) {
 typedef struct toolkit {
   const ag_tool *tools[AG_TEMPLATE_MAX_TOOLS + 1];
   size_t n;
-  uint64_t key; /* which tools: bit i = the toolset's tool i, bit 63 = the final answer added */
+  uint64_t key;   /* which tools: bit i = the toolset's tool i, bit 63 = the final answer added */
+  bool cacheable; /* every tool is one of the toolset's (or the final answer): key names the set */
 } toolkit;
 
 static bool toolkit_add(toolkit *tk, const ag_tool *t) {
@@ -409,6 +411,79 @@ static ag_rule_state rule_state(const ag_session *s) {
 
 static bool tool_tag(const void *tool, const char *tag) { return ag_tool_has_tag(tool, tag); }
 
+/* Retrieval's query: the task and what the latest reasoning says comes next. */
+static void retrieval_query(const ag_session *s, ag_buf *q) {
+  ag_buf_reset(q);
+  if (s->task && ag_buf_append_str(q, s->task) < 0) return;
+  ag_json *r = s->reasoning ? ag_json_parse(s->reasoning, strlen(s->reasoning), NULL, 0) : NULL;
+  const ag_json *next = ag_json_get(r, "remaining_steps");
+  for (size_t i = 0; i < ag_json_len(next) && i < 3; i++)
+    if (ag_json_str(ag_json_at(next, i)) && ag_buf_appendf(q, " %s", ag_json_str(ag_json_at(next, i))) < 0) break;
+  const char *sit = ag_json_get_str(r, "current_situation");
+  if (sit && ag_buf_appendf(q, " %s", sit) < 0) ag_buf_reset(q);
+  ag_json_free(r);
+}
+
+typedef struct ranking {
+  const ag_session *s;
+} ranking;
+
+/* What retrieval may pick: plain tools the tool policy lets through. */
+static bool rank_filter(const ag_tool *t, void *ud) {
+  const ranking *r = ud;
+  return t->role == AG_TOOL_PLAIN && ag_toolset_allows(r->s->ts, t);
+}
+
+/* Ranked candidates (retrieval bm25/vector/hybrid): the template's system and required tools,
+ * then the catalog's best matches for the step; when nothing matches, the template's tools. */
+static size_t retrieve(const ag_session *s, bool with_reasoning, const ag_tool **cand, bool *req, int *slot,
+                       size_t max) {
+  const ag_tool *const *tools;
+  const bool *required;
+  size_t n = ag_toolset_tools(s->ts, &tools, &required), nc = 0;
+  for (size_t i = 0; i < n && i < 63 && nc < max; i++) {
+    if (tools[i]->role == AG_TOOL_REASONING && !with_reasoning) continue;
+    if (tools[i]->role != AG_TOOL_PLAIN || required[i]) {
+      cand[nc] = tools[i];
+      req[nc] = required[i];
+      slot[nc++] = (int)i;
+    }
+  }
+  size_t top_k = s->tpl->max_tools_in_prompt > 0 ? (size_t)s->tpl->max_tools_in_prompt : 8;
+  const ag_tool *hits[64];
+  ag_buf q;
+  ag_buf_init(&q, 16u << 10);
+  retrieval_query(s, &q);
+  ranking r = {s};
+  /* More than top_k: the pre rules may still hide some of them. */
+  size_t want = top_k * 3 < AG_ARRAY_LEN(hits) ? top_k * 3 : AG_ARRAY_LEN(hits);
+  size_t nh = ag_tool_index_search(s->rt->cfg.search, ag_buf_cstr(&q), rank_filter, &r, hits, want);
+  ag_buf_deinit(&q);
+  for (size_t h = 0; h < nh && nc < max; h++) {
+    bool dup = false;
+    for (size_t i = 0; i < nc && !dup; i++)
+      dup = cand[i] == hits[h];
+    if (dup) continue;
+    cand[nc] = hits[h];
+    req[nc] = false;
+    slot[nc] = -1;
+    for (size_t i = 0; i < n && i < 63; i++)
+      if (tools[i] == hits[h]) slot[nc] = (int)i;
+    nc++;
+  }
+  if (nh == 0) /* nothing matched: fall back to what the template lists */
+    for (size_t i = 0; i < n && i < 63 && nc < max; i++) {
+      bool dup = false;
+      for (size_t k = 0; k < nc && !dup; k++)
+        dup = cand[k] == tools[i];
+      if (dup || (tools[i]->role == AG_TOOL_REASONING && !with_reasoning)) continue;
+      cand[nc] = tools[i];
+      req[nc] = required[i];
+      slot[nc++] = (int)i;
+    }
+  return nc;
+}
+
 /* Tools offered to the model now. The candidates are the instance's prepared set (the template's
  * tools after the policy's allow and deny lists); the template's rules (agent/rules.h, the limits
  * among them) hide some and may require others; then the required ones come first and the others
@@ -416,19 +491,24 @@ static bool tool_tag(const void *tool, const char *tag) { return ag_tool_has_tag
  * answer always. `audit` (may be NULL) gets what the rules did. */
 static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk, ag_rule_audit *audit) {
   const ag_template *t = s->tpl;
-  const ag_tool *const *tools;
-  const bool *required;
-  size_t n = ag_toolset_tools(s->ts, &tools, &required);
   const ag_tool *cand[AG_TEMPLATE_MAX_TOOLS + AG_RULE_MAX_NAMES];
   bool req[AG_ARRAY_LEN(cand)], keep[AG_ARRAY_LEN(cand)];
   int slot[AG_ARRAY_LEN(cand)]; /* the toolset index (for the schema key), or -1 */
   ag_rule_tool rt[AG_ARRAY_LEN(cand)];
   size_t nc = 0;
-  for (size_t i = 0; i < n && i < 63; i++) {
-    if (tools[i]->role == AG_TOOL_REASONING && !with_reasoning) continue;
-    cand[nc] = tools[i];
-    req[nc] = required[i];
-    slot[nc++] = (int)i;
+  bool ranked = t->retrieval != AG_RETRIEVAL_ALL && s->rt->cfg.search;
+  if (ranked) {
+    nc = retrieve(s, with_reasoning, cand, req, slot, AG_TEMPLATE_MAX_TOOLS);
+  } else {
+    const ag_tool *const *tools;
+    const bool *required;
+    size_t n = ag_toolset_tools(s->ts, &tools, &required);
+    for (size_t i = 0; i < n && i < 63; i++) {
+      if (tools[i]->role == AG_TOOL_REASONING && !with_reasoning) continue;
+      cand[nc] = tools[i];
+      req[nc] = required[i];
+      slot[nc++] = (int)i;
+    }
   }
   ag_rule_audit local = {0};
   if (!audit) audit = &local;
@@ -456,9 +536,10 @@ static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk,
   }
   if (ag_rules_eval(t->ruleset, AG_RULE_POST, &st, rt, nc, keep, audit) < 0)
     ag_log_warn(s->id, "rules: out of memory in the post-filter");
-  size_t cap = t->max_tools_in_prompt > 0 ? (size_t)t->max_tools_in_prompt : SIZE_MAX, shown = 0;
+  size_t cap = t->max_tools_in_prompt > 0 ? (size_t)t->max_tools_in_prompt : ranked ? 8 : SIZE_MAX, shown = 0;
   tk->n = 0;
   tk->key = 0;
+  tk->cacheable = true;
   for (int pass = 0; pass < 2; pass++)
     for (size_t i = 0; i < nc; i++) {
       if (req[i] != (pass == 0) || !keep[i]) continue;
@@ -466,7 +547,10 @@ static void build_toolkit(const ag_session *s, bool with_reasoning, toolkit *tk,
       bool counts = cand[i]->role != AG_TOOL_FINAL_ANSWER && cand[i]->role != AG_TOOL_REASONING;
       if (counts && shown >= cap && !req[i]) continue;
       if (toolkit_add(tk, cand[i])) {
-        tk->key |= slot[i] >= 0 ? (uint64_t)1 << slot[i] : (uint64_t)1 << 62;
+        if (slot[i] >= 0)
+          tk->key |= (uint64_t)1 << slot[i];
+        else
+          tk->cacheable = false; /* a tool from outside the template: this set has no key */
         if (counts) shown++;
       }
     }
@@ -558,9 +642,11 @@ static void record_step(ag_session *s, const toolkit *tk, const ag_rule_audit *a
     for (size_t k = 0; x && k < tk->n; k++)
       shown = shown || tk->tools[k] == x;
     if (shown || ag_json_get(hidden, name)) continue;
+    bool ranked = t->retrieval != AG_RETRIEVAL_ALL && s->rt->cfg.search;
     const char *why = !x                             ? "not in the catalog (or not active)"
                       : !ag_toolset_allows(s->ts, x) ? "tool_policy: allow / deny"
                       : x->role == AG_TOOL_REASONING ? "not offered at this kind of step"
+                      : ranked                       ? "retrieval: not among the best matches for this step"
                                                      : "tool_policy: max_tools_in_prompt";
     rc = ag_json_set_take(hidden, name, ag_json_string_new(why));
   }
@@ -669,8 +755,16 @@ void ag__session_begin_step(ag_session *s) {
       if (tk.tools[i]->role != AG_TOOL_REASONING)
         defs[nd++] = (ag_tool_def){tk.tools[i]->name, tk.tools[i]->description, tk.tools[i]->parameters, false};
     const ag_tool *rt = ag_tools_find("reasoning_tool");
-    /* The instance keeps the schema of each tool subset it has offered: built once, not per step. */
-    const char *schema = ag_toolset_sgr_schema(s->ts, tk.key, rt->parameters, defs, nd);
+    /* The instance keeps the schema of each subset of the template's tools it has offered: built
+     * once, not per step. A set retrieval drew from the catalog is built for this step. */
+    const char *schema = NULL;
+    ag_buf *scratch = ag_toolset_scratch(s->ts);
+    if (tk.cacheable) {
+      schema = ag_toolset_sgr_schema(s->ts, tk.key, rt->parameters, defs, nd);
+    } else {
+      ag_buf_reset(scratch);
+      if (ag_sgr_build_schema(rt->parameters, defs, nd, scratch) == 0) schema = ag_buf_cstr(scratch);
+    }
     if (!schema) {
       ag__session_finish(s, AG_SESSION_ERROR, AG_EINVAL, "could not build the structured-output schema");
       return;

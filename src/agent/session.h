@@ -54,6 +54,8 @@ typedef struct ag_runtime_config {
   ag_template_cache *templates; /* borrowed: the pinned versions of resumed sessions come from it */
   ag_pool *pool;                /* borrowed: every run takes an instance of its template version */
   ag_tool_registry *tools;      /* borrowed; NULL: built-in tools only */
+  struct ag_tool_index *search; /* borrowed: ranks the catalog for templates whose tool_policy
+                                   retrieval is not "all"; NULL: every template offers its tools */
   const char *default_model;    /* upstream model when the template names none */
   bool stream_upstream;         /* ask upstream for SSE (default true) */
 } ag_runtime_config;

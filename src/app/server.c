@@ -27,6 +27,7 @@
 #include "app/retention.h"
 #include "app/template_files.h"
 #include "bus/bus.h"
+#include "search/tool_index.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "llm/llm.h"
@@ -59,6 +60,7 @@ typedef struct ag_server {
   ag_llm_provider *provider;
   ag_tool_env tool_env;
   ag_tool_registry *tools;
+  ag_tool_index *search; /* tool search over the registry */
   ag_runtime *runtime;
   ag_http_server *http;
   ag_api_ctx api;
@@ -552,6 +554,10 @@ int ag_server_run(const ag_config *cfg) {
 
   if ((rc = open_tools(&srv)) < 0) goto fail;
   if ((rc = open_templates(&srv)) < 0) goto fail;
+  if (!(srv.search = ag_tool_index_new(srv.tools, NULL))) {
+    rc = AG_ENOMEM;
+    goto fail;
+  }
   ag_pool_config pc = {.loop = srv.loop,
                        .store = srv.store,
                        .max_instances = cfg->pool_max_instances,
@@ -572,6 +578,7 @@ int ag_server_run(const ag_config *cfg) {
                             .templates = srv.templates,
                             .pool = srv.pool,
                             .tools = srv.tools,
+                            .search = srv.search,
                             .default_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model,
                             .stream_upstream = true};
   if ((rc = ag_runtime_new(&rcfg, &srv.runtime)) < 0) goto fail;
@@ -627,6 +634,7 @@ int ag_server_run(const ag_config *cfg) {
 
   ag_http_server_free(srv.http);
   ag_runtime_free(srv.runtime);
+  ag_tool_index_free(srv.search);
   ag_llm_provider_free(srv.provider);
   rc = uv_loop_close(srv.loop);
   if (rc != 0) ag_log_warn(NULL, "event loop closed with handles still open");
@@ -642,6 +650,7 @@ fail:
       uv_run(srv.loop, UV_RUN_ONCE);
     ag_runtime_free(srv.runtime);
   }
+  ag_tool_index_free(srv.search);
   ag_llm_provider_free(srv.provider);
   if (srv.tools) ag_tool_registry_close(srv.tools, NULL, NULL);
   if (srv.http_client) ag_http_client_close(srv.http_client, NULL, NULL);

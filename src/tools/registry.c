@@ -391,6 +391,29 @@ size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg) { return reg-
 
 uint64_t ag_tool_registry_generation(const ag_tool_registry *reg) { return reg ? reg->generation : 0; }
 
+void ag_tool_registry_each(const ag_tool_registry *reg, void (*fn)(const ag_tool *t, void *ud), void *ud) {
+  size_t n;
+  const ag_tool *all = ag_tools_all(&n);
+  for (size_t i = 0; i < n; i++)
+    fn(&all[i], ud);
+  if (!reg) return;
+  for (size_t i = 0; i < reg->n_builtins; i++)
+    fn(&reg->builtin_list[i]->tool, ud);
+  size_t pos = 0;
+  const char *key;
+  entry *e;
+  while ((e = ag_map_next(&reg->catalog, &pos, &key)))
+    fn(&e->tool, ud);
+}
+
+const char *const *ag_tool_tags(const ag_tool *t, size_t *n) {
+  *n = 0;
+  if (!t || is_builtin(t)) return NULL;
+  const entry *e = (const entry *)t;
+  *n = e->n_tags;
+  return (const char *const *)e->tags;
+}
+
 bool ag_tool_has_tag(const ag_tool *t, const char *tag) {
   if (!t || !tag) return false;
   if (strcmp(tag, "search") == 0 && t->is_search) return true;

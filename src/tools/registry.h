@@ -57,6 +57,11 @@ size_t ag_tool_registry_catalog_count(const ag_tool_registry *reg);
 /* Goes up whenever a catalog tool is installed, replaced or removed: whoever caches what find()
  * returned (the pool's prepared tool sets) looks again when it has moved. */
 uint64_t ag_tool_registry_generation(const ag_tool_registry *reg);
+/* Calls fn for every tool now: the synchronous built-ins, the built-ins executors run, the catalog
+ * tools. The registry must not change during the walk. */
+void ag_tool_registry_each(const ag_tool_registry *reg, void (*fn)(const ag_tool *t, void *ud), void *ud);
+/* A catalog tool's own tags (n of them; NULL and 0 for built-ins). Borrowed like the tool. */
+const char *const *ag_tool_tags(const ag_tool *t, size_t *n);
 /* Whether the tool carries a tag: a catalog tool's own tags; "builtin" or "system" for the
  * built-ins; "search" for every search tool. */
 bool ag_tool_has_tag(const ag_tool *t, const char *tag);
