@@ -32,6 +32,7 @@ ag_template *ag_template_new(void) {
   if (!t) return NULL;
   t->refs = 1;
   t->temperature = -1;
+  t->max_risk = 3; /* critical: every tool */
   return t;
 }
 

@@ -82,6 +82,7 @@ typedef struct ag_template {
   size_t n_deny;
   int max_tools_in_prompt;
   int retrieval; /* enum ag_retrieval */
+  int max_risk;  /* tools above this risk level (enum ag_tool_risk) are never offered; default critical */
 
   char *rules;              /* JSON array, as given; never NULL ("[]") */
   struct ag_rules *ruleset; /* the rules compiled, with the limits' default rules (agent/rules.h) */

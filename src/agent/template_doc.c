@@ -13,6 +13,7 @@
 #include "base/buf.h"
 #include "base/util.h"
 #include "store/catalog.h"
+#include "tools/registry.h"
 #include "tools/tools.h"
 
 #define PROMPT_MAX (256u << 10)
@@ -140,9 +141,11 @@ static const char *const prompt_keys[] = {"system", "initial_request", "clarific
 static const char *const llm_keys[] = {"model", "temperature", "max_tokens", "params", NULL};
 static const char *const limit_keys[] = {"max_iterations", "max_clarifications", "max_searches",
                                          "max_steps",      "max_instances",      NULL};
-static const char *const policy_keys[] = {"required", "allow", "deny", "max_tools_in_prompt", "retrieval", NULL};
+static const char *const policy_keys[] = {"required",  "allow",    "deny", "max_tools_in_prompt",
+                                          "retrieval", "max_risk", NULL};
 /* As stored: "unlinked" holds the tools the catalog did not have when the version was made. */
-static const char *const stored_policy_keys[] = {"allow", "deny", "max_tools_in_prompt", "retrieval", "unlinked", NULL};
+static const char *const stored_policy_keys[] = {"allow",    "deny", "max_tools_in_prompt", "retrieval", "max_risk",
+                                                 "unlinked", NULL};
 /* Request fields agentd sets itself: llm.params may not override them. */
 static const char *const reserved_params[] = {
     "model",      "messages", "tools",           "tool_choice",         "stream", "stream_options", "temperature",
@@ -268,6 +271,9 @@ static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
   ag_json *r = ag_json_get(p, "retrieval");
   if (r && !ag_json_is(r, AG_JSON_NULL) && (t->retrieval = ag_retrieval_parse(ag_json_str(r))) < 0)
     return fail(e, "tool_policy.retrieval must be one of all, bm25, vector, hybrid");
+  ag_json *mr = ag_json_get(p, "max_risk");
+  if (mr && !ag_json_is(mr, AG_JSON_NULL) && (t->max_risk = ag_tool_risk_parse(ag_json_str(mr))) < 0)
+    return fail(e, "tool_policy.max_risk must be one of low, medium, high, critical");
   return 0;
 }
 
@@ -445,6 +451,7 @@ static ag_json *policy_json(const ag_template *t, bool with_required) {
   if (rc == 0) rc = ag_json_set_take(p, "deny", strv_json(t->deny, t->n_deny));
   if (rc == 0) rc = ag_json_set_take(p, "max_tools_in_prompt", ag_json_int_new(t->max_tools_in_prompt));
   if (rc == 0) rc = ag_json_set_take(p, "retrieval", ag_json_string_new(ag_retrieval_name(t->retrieval)));
+  if (rc == 0) rc = ag_json_set_take(p, "max_risk", ag_json_string_new(ag_tool_risk_name(t->max_risk)));
   if (rc < 0) {
     ag_json_free(p);
     return NULL;

@@ -76,6 +76,7 @@ static bool matches(const ag_tool *t, char *const *list, size_t n) {
 
 bool ag_toolset_allows(const ag_toolset *ts, const ag_tool *t) {
   const ag_template *tpl = ts->tpl;
+  if (ag_tool_risk(t) > tpl->max_risk) return false;
   if (matches(t, tpl->deny, tpl->n_deny)) return false;
   return tpl->n_allow == 0 || matches(t, tpl->allow, tpl->n_allow);
 }

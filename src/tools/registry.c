@@ -32,6 +32,7 @@ typedef struct entry {
   bool strict;           /* the schema can be sent with OpenAI's strict mode */
   char **tags;           /* a catalog tool's tags */
   size_t n_tags;
+  int risk; /* enum ag_tool_risk */
 } entry;
 
 struct ag_tool_registry {
@@ -312,6 +313,8 @@ int ag_tool_registry_put(ag_tool_registry *reg, const ag_tool_rec *rec, char *er
     if (strcmp(rec->tags[i], "search") == 0) e->tool.is_search = true;
     if (!(e->tags[e->n_tags++] = strdup(rec->tags[i]))) break;
   }
+  e->risk = ag_tool_risk_parse(rec->risk);
+  if (e->risk < 0) e->risk = AG_RISK_LOW;
   e->kind = ag_strdup(rec->executor);
   if (!e->tool.name || !e->tool.description || !e->tool.parameters || !e->kind || !e->tags ||
       (e->n_tags && !e->tags[e->n_tags - 1])) {
@@ -404,6 +407,21 @@ void ag_tool_registry_each(const ag_tool_registry *reg, void (*fn)(const ag_tool
   entry *e;
   while ((e = ag_map_next(&reg->catalog, &pos, &key)))
     fn(&e->tool, ud);
+}
+
+static const char *const risk_names[] = {"low", "medium", "high", "critical"};
+
+int ag_tool_risk_parse(const char *s) {
+  for (int i = 0; s && i < 4; i++)
+    if (strcmp(s, risk_names[i]) == 0) return i;
+  return -1;
+}
+
+const char *ag_tool_risk_name(int risk) { return risk >= 0 && risk < 4 ? risk_names[risk] : "low"; }
+
+int ag_tool_risk(const ag_tool *t) {
+  if (!t || is_builtin(t)) return AG_RISK_LOW;
+  return ((const entry *)t)->risk; /* built-ins run by an executor: 0, low */
 }
 
 const char *const *ag_tool_tags(const ag_tool *t, size_t *n) {

@@ -60,6 +60,11 @@ uint64_t ag_tool_registry_generation(const ag_tool_registry *reg);
 /* Calls fn for every tool now: the synchronous built-ins, the built-ins executors run, the catalog
  * tools. The registry must not change during the walk. */
 void ag_tool_registry_each(const ag_tool_registry *reg, void (*fn)(const ag_tool *t, void *ud), void *ud);
+/* A tool's risk level, from its catalog row ("low" for the built-ins). */
+enum ag_tool_risk { AG_RISK_LOW = 0, AG_RISK_MEDIUM = 1, AG_RISK_HIGH = 2, AG_RISK_CRITICAL = 3 };
+int ag_tool_risk(const ag_tool *t);
+int ag_tool_risk_parse(const char *s); /* -1 if not one of the four names */
+const char *ag_tool_risk_name(int risk);
 /* A catalog tool's own tags (n of them; NULL and 0 for built-ins). Borrowed like the tool. */
 const char *const *ag_tool_tags(const ag_tool *t, size_t *n);
 /* Whether the tool carries a tag: a catalog tool's own tags; "builtin" or "system" for the

@@ -136,7 +136,7 @@ test(
       llm: { model: 'gpt-4o-mini', temperature: 0.25, max_tokens: 4000, params: { top_p: 0.9 } },
       limits: { max_iterations: 8, max_clarifications: 2, max_searches: 3, max_steps: 20, max_instances: 3 },
       tools: ['reasoning_tool', 'clarification_tool', 'final_answer_tool', 'current_time', 'text_stats'],
-      tool_policy: { required: ['current_time'], allow: [], deny: ['tag:dangerous'], max_tools_in_prompt: 0, retrieval: 'all' },
+      tool_policy: { required: ['current_time'], allow: [], deny: ['tag:dangerous'], max_tools_in_prompt: 0, retrieval: 'all', max_risk: 'critical' },
       rules: [{ name: 'late_time', when: { iteration: { '>=': 5 } }, then: [{ remove_tool: 'current_time' }] }],
       meta: { display_name: 'Research', tags: ['research', 'web'] },
     };

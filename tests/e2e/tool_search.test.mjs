@@ -101,16 +101,29 @@ test(
       });
       assert.equal(r.status, 201, r.text);
     }
+    // A risky tool that matches the query well: above the template's risk ceiling.
+    const risky = await http(h, 'POST', '/admin/tools', {
+      name: 'wire_money_abroad', description: 'Wire money in euros or dollars abroad at the exchange rate.', risk: 'high',
+      input_schema: TEXT_ARG, executor: 'builtin', executor_config: { function: 'text_stats' },
+    });
+    assert.equal(risky.status, 201, risky.text);
     const tpl = await http(h, 'POST', '/admin/templates', {
       name: 'careful',
       kind: 'tool_calling',
       tools: ['reasoning_tool', 'final_answer_tool', 'current_time'],
-      tool_policy: { retrieval: 'bm25', max_tools_in_prompt: 3, deny: ['tag:money'] },
+      tool_policy: { retrieval: 'bm25', max_tools_in_prompt: 3, deny: ['tag:money'], max_risk: 'medium' },
     });
     assert.equal(tpl.status, 201, tpl.text);
+    assert.equal(tpl.json.template.tool_policy.max_risk, 'medium');
     await streamChat(openaiClient(h), { model: 'careful', messages: user('Convert euros to dollars at the exchange rate.') });
     let reqs = h.upstream.chatRequests();
-    for (const q of reqs) assert.ok(!offered(q).includes('currency_converter'), `denied tool offered: ${offered(q)}`);
+    for (const q of reqs) {
+      assert.ok(!offered(q).includes('currency_converter'), `denied tool offered: ${offered(q)}`);
+      assert.ok(!offered(q).includes('wire_money_abroad'), `tool over the risk ceiling offered: ${offered(q)}`);
+    }
+    const bad = await http(h, 'POST', '/admin/templates', { name: 'x', kind: 'sgr', tools: ['current_time'], tool_policy: { max_risk: 'extreme' } });
+    assert.equal(bad.status, 400);
+    assert.match(bad.json.error.message, /tool_policy.max_risk must be one of low, medium, high, critical/);
     // A query that matches nothing: the template's own tools are offered.
     const from = reqs.length;
     await streamChat(openaiClient(h), { model: 'careful', messages: user('zzzqx qqqzy') });
