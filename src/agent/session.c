@@ -344,6 +344,7 @@ void ag__session_finish(ag_session *s, int state, int err, const char *msg) {
 
 void ag__session_deliver_end(ag_session *s) {
   ag_runtime *rt = s->rt;
+  if (s->inst && s->state >= 0 && s->state < 7) rt->stats.runs_ended[s->state]++;
   if (s->id && ag_map_get(&rt->live, s->id) == s) (void)ag_map_del(&rt->live, s->id);
   s->phase = PH_ENDED;
   if (s->inst) {
@@ -736,7 +737,17 @@ void ag__session_begin_step(ag_session *s) {
   build_toolkit(s, s->step != STEP_SGR && !(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_ACTION), &tk,
                 &audit);
   ended = apply_rule_effects(s, &audit);
-  if (!ended) record_step(s, &tk, &audit);
+  s->rt->stats.rules_fired += audit.n_fired;
+  s->rt->stats.tools_hidden += audit.n_hidden;
+  if (!ended) {
+    record_step(s, &tk, &audit);
+    s->rt->stats.llm_calls++;
+    s->rt->stats.tools_offered_sum += tk.n;
+    size_t b = 0;
+    while (b + 1 < AG_TOOLS_HIST_BUCKETS && tk.n > ((size_t)1 << b))
+      b++;
+    s->rt->stats.tools_hist[b]++;
+  }
   ag_rule_audit_deinit(&audit);
   if (ended) return;
   ag_tool_def defs[AG_TEMPLATE_MAX_TOOLS + 1];

@@ -78,6 +78,21 @@ void ag_runtime_free(ag_runtime *rt);
 typedef void (*ag_recover_fn)(int err, size_t n_resumed, void *ud);
 AG_MUST_CHECK int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, void *ud);
 
+/* Counters for /metrics, since the runtime was made. */
+#define AG_TOOLS_HIST_BUCKETS 7 /* tools per prompt <= 1, 2, 4, 8, 16, 32, 64 */
+typedef struct ag_runtime_stats {
+  uint64_t runs_started;                      /* new sessions, resumed and recovered ones */
+  uint64_t runs_ended[7];                     /* by the state they ended in (enum ag_session_state) */
+  uint64_t llm_calls;                         /* steps */
+  uint64_t tools_offered_sum;                 /* tools offered, over all steps */
+  uint64_t tools_hist[AG_TOOLS_HIST_BUCKETS]; /* steps by tools offered (cumulative buckets are the
+                                                 caller's: these count each step once) */
+  uint64_t rules_fired;                       /* rule firings, every phase */
+  uint64_t tools_hidden;                      /* tools the rules hid */
+  size_t live;                                /* runs in progress now */
+} ag_runtime_stats;
+void ag_runtime_get_stats(const ag_runtime *rt, ag_runtime_stats *out);
+
 /* True while a session with this id has a run in progress. */
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id);
 

@@ -32,6 +32,7 @@ struct ag_runtime {
   size_t sessions; /* session objects alive, including ended ones waiting for a callback */
   size_t ops;      /* runtime-level store operations outstanding (recovery listing) */
   bool shutting_down;
+  ag_runtime_stats stats;
 };
 
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };

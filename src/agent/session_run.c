@@ -44,6 +44,11 @@ void ag_runtime_pool_hooks(ag_tool_registry *reg, ag_pool_hooks *out) {
 
 size_t ag_runtime_active(const ag_runtime *rt) { return rt->sessions + rt->ops; }
 
+void ag_runtime_get_stats(const ag_runtime *rt, ag_runtime_stats *out) {
+  *out = rt->stats;
+  out->live = rt->live.len;
+}
+
 bool ag_runtime_is_live(const ag_runtime *rt, const char *session_id) {
   return ag_map_get(&rt->live, session_id) != NULL;
 }
@@ -119,6 +124,7 @@ static void after_instance(ag_session *s) {
     return;
   }
   s->ts = ag_instance_ext(s->inst);
+  s->rt->stats.runs_started++;
   if (s->n_committed == 0) {
     begin_run(s);
   } else if (s->recovering) {

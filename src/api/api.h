@@ -70,6 +70,8 @@ void ag__api_admin_templates(ag_api_ctx *ctx, ag_http_req *req, const char *rest
 /* GET /admin/instances and GET /admin/sessions. */
 void ag__api_admin_instances(ag_api_ctx *ctx, ag_http_req *req);
 void ag__api_admin_sessions(ag_api_ctx *ctx, ag_http_req *req);
+/* GET /metrics (Prometheus text format). */
+void ag__api_metrics(ag_api_ctx *ctx, ag_http_req *req);
 
 /* Shared by the handlers (respond.c). respond_json takes the body (NULL: a 500 for memory);
  * iso_time gives null for 0; storage_error answers a store call that failed: 503

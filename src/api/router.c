@@ -167,6 +167,14 @@ void ag_api_handle(ag_http_req *req, void *ud) {
   ag_slice path = ag_http_req_path(req);
   char id[256];
 
+  if (ag_slice_eq_cstr(path, "/metrics")) {
+    if (!method_is(req, "GET")) {
+      wrong_method(req, "GET");
+      return;
+    }
+    ag__api_metrics(ctx, req);
+    return;
+  }
   if (ag_slice_eq_cstr(path, "/healthz") || ag_slice_eq_cstr(path, "/health")) {
     if (!method_is(req, "GET")) {
       wrong_method(req, "GET");

@@ -85,6 +85,16 @@ test(
     const steps = await http(h, 'GET', `/agents/${r.agentId}/steps`);
     assert.equal(steps.status, 200);
     assert.deepEqual(steps.json.steps[0].offered, offered(reqs[0]));
+    // /metrics counts the tools per prompt.
+    const m = await http(h, 'GET', '/metrics');
+    assert.equal(m.status, 200);
+    const val = (name) => Number(m.text.match(new RegExp(`^${name.replace(/[{}"+]/g, '\\$&')} (\\d+)$`, 'm'))?.[1]);
+    assert.equal(val('agentd_llm_calls_total'), 3);
+    assert.equal(val('agentd_tools_per_prompt_count'), 3);
+    assert.equal(val('agentd_tools_per_prompt_sum'), reqs.reduce((n, q) => n + offered(q).length, 0));
+    assert.equal(val('agentd_tools_per_prompt_bucket{le="8"}'), 3);
+    assert.equal(val('agentd_runs_ended_total{state="completed"}'), 1);
+    assert.match(m.text, /# TYPE agentd_tools_per_prompt histogram/);
   }),
   { timeoutMs: 120_000 },
 );
