@@ -12,9 +12,11 @@
 #include <string.h>
 
 #include "agent/template_doc.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/map.h"
 #include "bus/bus.h"
+#include "search/agent_dir.h"
 #include "store/catalog.h"
 
 /* Fetched versions kept at most; past it, those no session holds are dropped. */
@@ -43,6 +45,7 @@ struct ag_template_cache {
   ag_bus *bus;
   ag_bus_sub *sub;
   ag_map active, versions, gens;
+  ag_agent_dir *dir;   /* the active templates, searchable by what they do */
   ag_template **order; /* active templates by name */
   size_t n_order, cap_order;
   uint64_t gen;
@@ -79,6 +82,15 @@ static void rebuild_order(ag_template_cache *c) {
   qsort(c->order, k, sizeof *c->order, cmp_tpl);
 }
 
+/* The directory entry of an active template: name, description, display name, tags. */
+static void dir_put(ag_template_cache *c, const ag_template *t) {
+  ag_json *meta = t->meta ? ag_json_parse(t->meta, strlen(t->meta), NULL, 0) : NULL;
+  if (ag_agent_dir_put(c->dir, t->name, t->description, ag_json_get_str(meta, "display_name"),
+                       (const char *const *)t->tags, t->n_tags) < 0)
+    ag_log_warn(NULL, "templates: %s is not in the agent directory (out of memory)", t->name);
+  ag_json_free(meta);
+}
+
 static int set_active(ag_template_cache *c, ag_template *t) {
   ag_template *old = ag_map_get(&c->active, t->name);
   if (old == t) return 0;
@@ -89,6 +101,7 @@ static int set_active(ag_template_cache *c, ag_template *t) {
   }
   ag_template_unref(old);
   rebuild_order(c);
+  dir_put(c, t);
   return 0;
 }
 
@@ -97,6 +110,7 @@ static void drop_active(ag_template_cache *c, const char *name) {
   if (!old) return;
   ag_template_unref(old);
   rebuild_order(c);
+  ag_agent_dir_remove(c->dir, name);
 }
 
 /* Drops fetched versions that no session holds any more (of one name, or of all with NULL). */
@@ -374,12 +388,17 @@ int ag_template_cache_new(ag_store *store, ag_bus *bus, ag_template_cache **out)
   if (!c) return AG_ENOMEM;
   c->store = store;
   c->bus = bus;
+  if (!(c->dir = ag_agent_dir_new())) {
+    free(c);
+    return AG_ENOMEM;
+  }
   ag_map_init(&c->active);
   ag_map_init(&c->versions);
   ag_map_init(&c->gens);
   if (bus) {
     int rc = ag_bus_subscribe(bus, AG_TOPIC_TEMPLATES, on_notice, c, &c->sub);
     if (rc < 0) {
+      ag_agent_dir_free(c->dir);
       free(c);
       return rc;
     }
@@ -405,6 +424,7 @@ void ag_template_cache_free(ag_template_cache *c) {
   unref_all(&c->active);
   unref_all(&c->versions);
   ag_map_deinit(&c->gens);
+  ag_agent_dir_free(c->dir);
   free(c->order);
   free(c);
 }
@@ -427,6 +447,8 @@ ag_template *ag_template_cache_lookup(const ag_template_cache *c, const char *na
   version_key(name, version, key, sizeof key);
   return ag_map_get(&c->versions, key);
 }
+
+const ag_agent_dir *ag_template_cache_directory(const ag_template_cache *c) { return c ? c->dir : NULL; }
 
 int ag_template_cache_put(ag_template_cache *c, ag_template *t) {
   if (!c || !t || !t->name) return AG_EINVAL;

@@ -52,6 +52,11 @@ void ag_template_cache_invalidate(ag_template_cache *c, const char *name);
 /* The same, and done(ud) once this process's cache has the template as the store has it now (or
  * the reload failed, which is logged): a writer that waits for it reads its own write. */
 AG_MUST_CHECK int ag_template_cache_reload(ag_template_cache *c, const char *name, void (*done)(void *ud), void *ud);
+/* The agent directory over the active templates (search/agent_dir.h): what a router or a
+ * delegating agent searches by task. Borrowed; it follows the cache. */
+typedef struct ag_agent_dir ag_agent_dir;
+const ag_agent_dir *ag_template_cache_directory(const ag_template_cache *c);
+
 /* Installs t as the active version of its name, taking a reference (tests; the store is not
  * written). */
 AG_MUST_CHECK int ag_template_cache_put(ag_template_cache *c, ag_template *t);

@@ -26,6 +26,7 @@
 #include "base/log.h"
 #include "bus/bus.h"
 #include "net/http_server.h"
+#include "search/agent_dir.h"
 #include "store/catalog.h"
 #include "tools/registry.h"
 
@@ -496,6 +497,36 @@ static void activate(op *o, ag_template_rec *t) {
   }
 }
 
+/* GET /admin/templates?q=...&limit=: the active templates ranked for a task by the agent
+ * directory (name, description, display name, tags). */
+static void search_directory(ag_api_ctx *ctx, ag_http_req *req, const char *q) {
+  size_t top_k = ag__api_query_num(req, "limit", 10, 64);
+  ag_agent_hit hits[64];
+  size_t n = ag_agent_dir_search(ag_template_cache_directory(ctx->templates), q, hits, top_k);
+  ag_json *arr = ag_json_array_new();
+  for (size_t i = 0; arr && i < n; i++) {
+    const ag_template *t = ag_template_cache_active(ctx->templates, hits[i].name);
+    ag_json *o = ag_json_object_new();
+    int rc = o && t ? 0 : AG_ENOMEM;
+    if (rc == 0) rc = ag_json_set_take(o, "name", ag_json_string_new(t->name));
+    if (rc == 0) rc = ag_json_set_take(o, "score", ag_json_real_new(hits[i].score));
+    if (rc == 0) rc = ag_json_set_take(o, "description", ag_json_string_new(t->description ? t->description : ""));
+    if (rc == 0) rc = ag_json_set_take(o, "kind", ag_json_string_new(ag_agent_kind_name(t->kind)));
+    if (rc == 0) rc = ag_json_set_take(o, "version", ag_json_int_new(t->version));
+    if (rc < 0) {
+      ag_json_free(o);
+      o = NULL;
+    }
+    (void)ag__api_push(&arr, o);
+  }
+  ag_json *root = ag__api_list_body("templates", arr);
+  if (root && ag_json_set_take(root, "query", ag_json_string_new(q)) < 0) {
+    ag_json_free(root);
+    root = NULL;
+  }
+  ag__api_respond_json(req, 200, root);
+}
+
 /* ---- routing ----------------------------------------------------------------------------------- */
 
 static void on_found(int err, ag_template_rec *t, void *ud) {
@@ -543,6 +574,13 @@ void ag__api_admin_templates(ag_api_ctx *ctx, ag_http_req *req, const char *rest
         return;
       }
       create(o);
+      return;
+    }
+    char q[1024];
+    ag__api_query(req, "q", q, sizeof q);
+    if (q[0]) {
+      op_free(o);
+      search_directory(ctx, req, q);
       return;
     }
     size_t limit = ag__api_query_num(req, "limit", 100, AG_CATALOG_PAGE_MAX);

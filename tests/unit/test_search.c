@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "search/agent_dir.h"
 #include "search/bm25.h"
 #include "search/eval.h"
 #include "search/tokenize.h"
@@ -922,8 +923,46 @@ static void test_eval_load_errors(void **state) {
   rmdir(dir);
 }
 
+/* The agent directory: agents found by what they do, tags and display names count, a removed
+ * agent is never found and comes back when put again. */
+static void test_agent_directory(void **state) {
+  (void)state;
+  ag_agent_dir *d = ag_agent_dir_new();
+  assert_non_null(d);
+  const char *travel_tags[] = {"travel", "booking"};
+  const char *money_tags[] = {"finance"};
+  assert_int_equal(
+      ag_agent_dir_put(d, "travel_desk", "Books flights and hotels for business trips", "Travel desk", travel_tags, 2),
+      0);
+  assert_int_equal(ag_agent_dir_put(d, "billing", "Answers invoice and payment questions", NULL, money_tags, 1), 0);
+  assert_int_equal(ag_agent_dir_put(d, "helper", "General questions", NULL, NULL, 0), 0);
+  assert_int_equal(ag_agent_dir_count(d), 3);
+  ag_agent_hit hits[4];
+  size_t n = ag_agent_dir_search(d, "I need to book a flight", hits, 4);
+  assert_true(n >= 1);
+  assert_string_equal(hits[0].name, "travel_desk");
+  n = ag_agent_dir_search(d, "finance", hits, 4); /* only a tag says it */
+  assert_int_equal(n, 1);
+  assert_string_equal(hits[0].name, "billing");
+  n = ag_agent_dir_search(d, "desk", hits, 4); /* the display name and the name */
+  assert_int_equal(n, 1);
+  ag_agent_dir_remove(d, "billing");
+  assert_int_equal(ag_agent_dir_search(d, "invoice payment", hits, 4), 0);
+  ag_agent_dir_remove(d, "billing"); /* twice: nothing */
+  assert_int_equal(ag_agent_dir_count(d), 2);
+  /* Back, with a new description: found by the new words only. */
+  assert_int_equal(ag_agent_dir_put(d, "billing", "Refunds and chargebacks", NULL, NULL, 0), 0);
+  assert_int_equal(ag_agent_dir_search(d, "invoice", hits, 4), 0);
+  n = ag_agent_dir_search(d, "refunds", hits, 4);
+  assert_int_equal(n, 1);
+  assert_string_equal(hits[0].name, "billing");
+  assert_int_equal(ag_agent_dir_put(d, "", "x", NULL, NULL, 0), AG_EINVAL);
+  ag_agent_dir_free(d);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_agent_directory),
       cmocka_unit_test(test_tok_splits),
       cmocka_unit_test(test_tok_utf8),
       cmocka_unit_test(test_tok_stop_words),

@@ -18,6 +18,7 @@
 #include "agent/template_doc.h"
 #include "base/json.h"
 #include "bus/bus.h"
+#include "search/agent_dir.h"
 #include "store/catalog.h"
 #include "store_fixture.h"
 
@@ -378,6 +379,7 @@ static void test_cache_versions_and_pinning(void **state) {
   spin(f, &w);
   assert_int_equal(w.err, 0);
   assert_int_equal(w.n, 1);
+  assert_int_equal(ag_agent_dir_count(ag_template_cache_directory(c)), 1); /* the agent directory follows */
   ag_template *a1 = ag_template_cache_active(c, "pin");
   assert_non_null(a1);
   assert_int_equal(a1->version, 1);
@@ -445,6 +447,7 @@ static void test_cache_versions_and_pinning(void **state) {
   settle_until(f, c, "pin", 0);
   assert_null(ag_template_cache_active(c, "pin"));
   assert_int_equal(ag_template_cache_count(c), 0);
+  assert_int_equal(ag_agent_dir_count(ag_template_cache_directory(c)), 0);
 
   ag_template_unref(held);
   ag_template_cache_free(c);
