@@ -96,13 +96,14 @@ static void test_compile_errors(void **state) {
   compile_fails("[{\"name\":\"limit.x\",\"then\":[{\"set_stage\":\"b\"}]}]", "not starting with \"limit.\"");
   compile_fails("[{\"when\":{\"iteration\":{\"in\":[]}},\"then\":[{\"set_stage\":\"b\"}]}]", "\"in\" takes an array");
   /* 17 nested levels. */
-  char deep[1024] = "[{\"when\":";
+  char deep[1024];
+  size_t off = (size_t)snprintf(deep, sizeof deep, "[{\"when\":");
   for (int i = 0; i < 17; i++)
-    strcat(deep, "{\"not\":");
-  strcat(deep, "{\"iteration\":1}");
+    off += (size_t)snprintf(deep + off, sizeof deep - off, "{\"not\":");
+  off += (size_t)snprintf(deep + off, sizeof deep - off, "{\"iteration\":1}");
   for (int i = 0; i < 17; i++)
-    strcat(deep, "}");
-  strcat(deep, ",\"then\":[{\"set_stage\":\"b\"}]}]");
+    off += (size_t)snprintf(deep + off, sizeof deep - off, "}");
+  snprintf(deep + off, sizeof deep - off, ",\"then\":[{\"set_stage\":\"b\"}]}]");
   compile_fails(deep, "nest deeper than 16");
 }
 
@@ -259,10 +260,8 @@ static void test_numeric_in(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_compile_errors),
-      cmocka_unit_test(test_limits_are_default_rules),
-      cmocka_unit_test(test_conditions),
-      cmocka_unit_test(test_actions_and_order),
+      cmocka_unit_test(test_compile_errors), cmocka_unit_test(test_limits_are_default_rules),
+      cmocka_unit_test(test_conditions),     cmocka_unit_test(test_actions_and_order),
       cmocka_unit_test(test_numeric_in),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

@@ -725,9 +725,9 @@ static void test_convert_warning_cap(void **state) {
   /* Many unknown keys: the warnings stop at the cap, with a last one saying so. */
   char *yaml = malloc(64 * 1024);
   assert_non_null(yaml);
-  size_t n = (size_t)sprintf(yaml, "agents:\n  a:\n    base_class: SGRAgent\n");
-  for (int i = 0; i < 500; i++)
-    n += (size_t)sprintf(yaml + n, "    k%d: 1\n", i);
+  size_t n = (size_t)snprintf(yaml, sizeof yaml, "agents:\n  a:\n    base_class: SGRAgent\n");
+  for (int i = 0; i < 500 && n < sizeof yaml; i++)
+    n += (size_t)snprintf(yaml + n, sizeof yaml - n, "    k%d: 1\n", i);
   ag_json *docs = NULL, *warnings = NULL;
   char err[256];
   assert_int_equal(convert_text(yaml, NULL, &docs, &warnings, err, sizeof err), 0);
