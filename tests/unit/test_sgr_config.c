@@ -723,11 +723,12 @@ static void test_convert_prompt_file_limits(void **state) {
 static void test_convert_warning_cap(void **state) {
   (void)state;
   /* Many unknown keys: the warnings stop at the cap, with a last one saying so. */
-  char *yaml = malloc(64 * 1024);
+  const size_t cap = 64 * 1024;
+  char *yaml = malloc(cap);
   assert_non_null(yaml);
-  size_t n = (size_t)snprintf(yaml, sizeof yaml, "agents:\n  a:\n    base_class: SGRAgent\n");
-  for (int i = 0; i < 500 && n < sizeof yaml; i++)
-    n += (size_t)snprintf(yaml + n, sizeof yaml - n, "    k%d: 1\n", i);
+  size_t n = (size_t)snprintf(yaml, cap, "agents:\n  a:\n    base_class: SGRAgent\n");
+  for (int i = 0; i < 500 && n < cap; i++)
+    n += (size_t)snprintf(yaml + n, cap - n, "    k%d: 1\n", i);
   ag_json *docs = NULL, *warnings = NULL;
   char err[256];
   assert_int_equal(convert_text(yaml, NULL, &docs, &warnings, err, sizeof err), 0);
