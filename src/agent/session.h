@@ -142,6 +142,16 @@ typedef struct ag_run_events {
 AG_MUST_CHECK int ag_session_start(ag_runtime *rt, ag_template *tpl, const ag_msg *input, size_t n_input,
                                    int stream_format, const ag_run_events *ev, ag_session **out);
 
+/* Delegation (an agent used as a tool): most parents above a session. */
+#define AG_MAX_DELEGATION_DEPTH 4
+
+/* As ag_session_start, for a child session that the live session `parent_id` delegates `task` to
+ * (recorded as its parent_id). AG_ELIMIT when the chain of parents is already
+ * AG_MAX_DELEGATION_DEPTH deep; AG_EEXIST when `tpl`'s template already runs up the chain (a
+ * cycle); AG_ENOTFOUND when the parent is not live here. */
+AG_MUST_CHECK int ag_session_start_child(ag_runtime *rt, ag_template *tpl, const char *parent_id, const char *task,
+                                         const ag_run_events *ev, ag_session **out);
+
 /* Continues a session waiting for clarification with the user's answer, on the template version
  * it started on. The session is loaded from the store if needed; on_end reports AG_ENOTFOUND
  * (unknown id, or its template was deleted), AG_ESTATE (not waiting, or already running), or,

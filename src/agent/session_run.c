@@ -261,6 +261,31 @@ oom:
   return AG_ENOMEM;
 }
 
+int ag_session_start_child(ag_runtime *rt, ag_template *tpl, const char *parent_id, const char *task,
+                           const ag_run_events *ev, ag_session **out) {
+  if (!parent_id || !task) return AG_EINVAL;
+  /* Up the chain of live parents: its depth, and whether this template is on it already. */
+  const ag_session *p = ag_map_get(&rt->live, parent_id);
+  if (!p) return AG_ENOTFOUND;
+  int depth = 0;
+  for (const ag_session *a = p; a; a = a->parent_id ? ag_map_get(&rt->live, a->parent_id) : NULL) {
+    if (a->tpl && strcmp(a->tpl->name, tpl->name) == 0) return AG_EEXIST;
+    if (++depth > AG_MAX_DELEGATION_DEPTH) break;
+  }
+  if (depth >= AG_MAX_DELEGATION_DEPTH) return AG_ELIMIT;
+  ag_msg in = {0};
+  in.role = AG_ROLE_USER;
+  in.content = (char *)task;
+  ag_session *s = NULL;
+  int rc = ag_session_start(rt, tpl, &in, 1, -1, ev, &s);
+  if (rc < 0) return rc;
+  ag__session_set_str(&s->parent_id, parent_id);
+  if (!s->parent_id) ag_log_warn(s->id, "out of memory: the parent %s is not recorded", parent_id);
+  ag_log_info(s->id, "delegated by %s (depth %d)", parent_id, depth);
+  if (out) *out = s;
+  return 0;
+}
+
 /* ---------- resume ---------- */
 
 static void resume_apply(ag_session *s) {

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <uv.h>
 
+#include "agent/delegate.h"
 #include "agent/pool.h"
 #include "agent/session.h"
 #include "agent/template.h"
@@ -328,7 +329,7 @@ static int open_tools(ag_server *srv) {
   } kinds[] = {
       {"subprocess", ag_exec_subprocess_new}, {"http", ag_exec_http_new},
       {"builtin-web", ag_exec_web_new},       {"mcp", ag_exec_mcp_new},
-      {"script", ag_exec_script_new},
+      {"script", ag_exec_script_new},         {"agent", ag_exec_agent_new},
   };
   for (size_t i = 0; i < AG_ARRAY_LEN(kinds); i++) {
     ag_executor *ex = NULL;
@@ -582,6 +583,9 @@ int ag_server_run(const ag_config *cfg) {
                             .default_model = offline ? AG_SCRIPTED_MODEL_NAME : cfg->model,
                             .stream_upstream = true};
   if ((rc = ag_runtime_new(&rcfg, &srv.runtime)) < 0) goto fail;
+  /* Agents as tools run their children on this runtime. */
+  ag_executor *agent_ex = ag_tool_registry_executor(srv.tools, "agent");
+  if (agent_ex) ag_exec_agent_bind(agent_ex, srv.runtime, srv.templates);
 
   srv.api.runtime = srv.runtime;
   srv.api.store = srv.store;

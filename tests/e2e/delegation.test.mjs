@@ -1,0 +1,114 @@
+// Agents as tools (issue 7, seed 002 scenario E): agent A calls agent B through a catalog tool of
+// kind "agent"; B runs as a child session (parent recorded) on its own pool instance and its final
+// answer is A's tool result; a cycle is refused; cancelling the parent cancels the child.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startAgentd, openaiClient, withLogs, http, streamChat, agentState, waitForState, user } from './lib/agentd.mjs';
+
+const handles = [];
+let current = null;
+const T = (fn, opts) => withLogs(() => current, fn, opts);
+after(async () => {
+  for (const h of handles) await h.close();
+});
+
+const TASK_ARG = { type: 'object', properties: { task: { type: 'string', description: 'What the agent should do' } }, required: ['task'], additionalProperties: false };
+const final = (answer) => ({ action: { name: 'final_answer_tool', arguments: { reasoning: 'r', completed_steps: ['s'], answer, status: 'completed' } } });
+
+async function setup() {
+  const h = await startAgentd();
+  handles.push(h);
+  current = h;
+  const ok = async (method, path, body) => {
+    const r = await http(h, method, path, body);
+    assert.ok(r.status === 200 || r.status === 201, `${method} ${path}: ${r.status} ${r.text}`);
+    return r.json;
+  };
+  await ok('POST', '/admin/templates', { name: 'writer', kind: 'tool_calling', description: 'Writes short texts.', tools: ['final_answer_tool'] });
+  await ok('POST', '/admin/tools', { name: 'ask_writer', description: 'Ask the writer agent to write something.', input_schema: TASK_ARG, executor: 'agent', executor_config: { template: 'writer' } });
+  await ok('POST', '/admin/tools', { name: 'ask_orchestrator', description: 'Ask the orchestrator agent.', input_schema: TASK_ARG, executor: 'agent', executor_config: { template: 'orchestrator' } });
+  await ok('POST', '/admin/templates', { name: 'orchestrator', kind: 'tool_calling', description: 'Plans and delegates.', tools: ['reasoning_tool', 'final_answer_tool', 'ask_writer', 'ask_orchestrator'] });
+  return h;
+}
+
+test(
+  'scenario E: the orchestrator calls the writer as a tool and its final answer includes the result',
+  T(async () => {
+    const h = await setup();
+    h.upstream.script([
+      { action: { name: 'ask_writer', arguments: { task: 'Write one line about the sea.' } } },
+      final('The sea is wide and grey.'), // the writer's answer (the child runs its only step here)
+      final('The writer wrote: The sea is wide and grey.'),
+    ]);
+    const r = await streamChat(openaiClient(h), { model: 'orchestrator', messages: user('Get me a line about the sea.') });
+    assert.equal(r.content, 'The writer wrote: The sea is wide and grey.');
+    const reqs = h.upstream.chatRequests();
+    assert.equal(reqs.length, 3);
+    // The child's request: the writer's task as its user message, its own (single) tool.
+    const childReq = reqs[1].body;
+    assert.equal(childReq.messages.at(-1).content, 'Write one line about the sea.');
+    assert.deepEqual(childReq.tools.map((t) => t.function.name), ['final_answer_tool']);
+    // The parent's next request carries the child's answer as the tool result.
+    const toolMsg = reqs[2].body.messages.filter((m) => m.role === 'tool').at(-1);
+    assert.equal(toolMsg.content, 'The sea is wide and grey.');
+    // Both sessions are stored, the child linked to the parent, each on its own instance.
+    const list = await http(h, 'GET', '/admin/sessions?template=writer');
+    assert.equal(list.json.total, 1);
+    assert.equal(list.json.sessions[0].parent_id, r.agentId);
+    assert.equal(list.json.sessions[0].state, 'completed');
+    assert.equal((await agentState(h, r.agentId)).state, 'completed');
+    const inst = await http(h, 'GET', '/admin/instances');
+    assert.deepEqual(new Set(inst.json.instances.map((i) => i.template)), new Set(['orchestrator', 'writer']));
+  }),
+);
+
+test(
+  'a cycle is refused: the orchestrator cannot delegate to itself; the model is told and goes on',
+  T(async () => {
+    const h = await setup();
+    h.upstream.script([
+      { action: { name: 'ask_orchestrator', arguments: { task: 'Do it again.' } } },
+      final('Done without recursion.'),
+    ]);
+    const r = await streamChat(openaiClient(h), { model: 'orchestrator', messages: user('Loop, please.') });
+    assert.equal(r.content, 'Done without recursion.');
+    const reqs = h.upstream.chatRequests();
+    assert.equal(reqs.length, 2); // no child ran
+    const toolMsg = reqs[1].body.messages.filter((m) => m.role === 'tool').at(-1);
+    assert.match(toolMsg.content, /orchestrator is already working on this task higher up the delegation chain \(a cycle\)/);
+    const list = await http(h, 'GET', '/admin/sessions?template=orchestrator');
+    assert.equal(list.json.total, 1);
+  }),
+);
+
+test(
+  'cancelling the parent cancels the child',
+  T(async () => {
+    const h = await setup();
+    h.upstream.script([
+      { action: { name: 'ask_writer', arguments: { task: 'Write slowly.' } } },
+      { delay_ms: 3000, ...final('too late') },
+    ]);
+    const client = openaiClient(h);
+    const ac = new AbortController();
+    const running = client.chat.completions
+      .create({ model: 'orchestrator', stream: true, messages: user('Start the writer.') }, { signal: ac.signal })
+      .then(async (s) => {
+        for await (const _ of s);
+      })
+      .catch(() => {});
+    // Wait until the child exists, then drop the parent's client.
+    let child = null;
+    for (let i = 0; i < 200 && !child; i++) {
+      const l = await http(h, 'GET', '/admin/sessions?template=writer');
+      child = l.json.sessions[0];
+      if (!child) await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.ok(child, 'the child session started');
+    ac.abort();
+    await running;
+    await waitForState(h, child.id, (s) => s.state === 'cancelled', 10_000);
+    const parent = await http(h, 'GET', '/admin/sessions?template=orchestrator');
+    assert.equal(parent.json.sessions[0].state, 'cancelled');
+  }),
+);
