@@ -95,6 +95,7 @@ void ag__session_free(ag_session *s) {
   free(s->reasoning);
   free(s->parent_id);
   free(s->stage);
+  free(s->route_to);
   free(s->end_msg);
   free(s->resume_text);
   ag__session_exec_rec_deinit(&s->exec);
@@ -128,17 +129,17 @@ void ag__session_emit_progress(ag_session *s, const char *fmt, ...) {
   ag_buf_deinit(&b);
 }
 
-static void emit_answer(ag_session *s, const char *text, size_t len) {
+void ag__session_emit_answer(ag_session *s, const char *text, size_t len) {
   if (!len) return;
   if (ag_buf_append(&s->streamed, text, len) < 0) return; /* past the cap: the rest comes at the end */
   if (!s->detached && s->ev.on_answer) s->ev.on_answer(text, len, s->ev.ud);
 }
 
 /* Sends what the client has not yet received of the final answer. */
-static void complete_answer(ag_session *s, const char *answer) {
+void ag__session_complete_answer(ag_session *s, const char *answer) {
   size_t n = strlen(answer);
   if (s->streamed.len <= n && memcmp(answer, ag_buf_cstr(&s->streamed), s->streamed.len) == 0) {
-    emit_answer(s, answer + s->streamed.len, n - s->streamed.len);
+    ag__session_emit_answer(s, answer + s->streamed.len, n - s->streamed.len);
   } else {
     /* Text streamed earlier was not the answer (a model wrote a preamble before its tool call):
      * the client must still get the whole answer, so send it after a paragraph break. */
@@ -582,11 +583,11 @@ static void on_scan(const char *const *path, size_t depth, const char *frag, siz
           s->answer_path_ok = t && t->role == AG_TOOL_FINAL_ANSWER;
         }
       } else if (strcmp(path[1], "answer") == 0 && s->answer_path_ok) {
-        emit_answer(s, frag, len);
+        ag__session_emit_answer(s, frag, len);
       }
     }
   } else if (depth == 1 && path[0] && strcmp(path[0], "answer") == 0) {
-    emit_answer(s, frag, len);
+    ag__session_emit_answer(s, frag, len);
   }
 }
 
@@ -597,7 +598,7 @@ static void on_llm_content(const char *delta, size_t len, void *ud) {
     if (s->scan_on) (void)ag_json_scan_feed(&s->scan, delta, len);
   } else if (!s->saw_tool_delta) {
     /* A plain text answer (no tool call) is the final answer. */
-    emit_answer(s, delta, len);
+    ag__session_emit_answer(s, delta, len);
   }
 }
 
@@ -692,7 +693,7 @@ static bool apply_rule_effects(ag_session *s, const ag_rule_audit *a) {
     ag__session_finish(s, AG_SESSION_FAILED, 0, msg);
   } else {
     ag__session_set_str(&s->result, msg);
-    complete_answer(s, msg);
+    ag__session_complete_answer(s, msg);
     ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
   }
   return true;
@@ -725,6 +726,11 @@ void ag__session_begin_step(ag_session *s) {
   /* An iteration is one reasoning + action pair: sgr_tool_calling's action call continues the
    * iteration its reasoning call began. */
   if (!(t->kind == AG_KIND_SGR_TOOL_CALLING && s->step == STEP_REASONING)) s->iteration++;
+  if (t->kind == AG_KIND_ROUTER) {
+    s->step = STEP_ACTION;
+    ag__session_route(s); /* session_router.c */
+    return;
+  }
   if (t->kind == AG_KIND_SGR)
     s->step = STEP_SGR;
   else if (t->kind == AG_KIND_SGR_TOOL_CALLING)
@@ -821,7 +827,7 @@ void ag__session_begin_step(ag_session *s) {
                s->iteration);
 }
 
-static void record_usage(ag_session *s, const ag_chat_result *res) {
+void ag__session_record_usage(ag_session *s, const ag_chat_result *res) {
   s->run.prompt_tokens += res->usage.prompt_tokens;
   s->run.completion_tokens += res->usage.completion_tokens;
   s->run.total_tokens += res->usage.total_tokens;
@@ -873,7 +879,7 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
     ag__session_finish(s, AG_SESSION_ERROR, err, msg);
     return;
   }
-  record_usage(s, res);
+  ag__session_record_usage(s, res);
   char call_id[48];
   snprintf(call_id, sizeof call_id, "%d-action", s->iteration);
   const ag_msg *m = &res->message;
@@ -938,7 +944,7 @@ static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, 
       return;
     }
     ag__session_set_str(&s->result, s->msgs[s->n_msgs - 1].content);
-    complete_answer(s, s->result);
+    ag__session_complete_answer(s, s->result);
     ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
     return;
   }
@@ -991,7 +997,7 @@ static void run_action(ag_session *s, const char *call_id, const char *name, con
         break;
       }
       ag__session_set_str(&s->result, fa.answer);
-      complete_answer(s, fa.answer);
+      ag__session_complete_answer(s, fa.answer);
       next_state = fa.failed ? AG_SESSION_FAILED : AG_SESSION_COMPLETED;
       rc = ag_buf_append_str(&out, fa.answer);
       ag_final_answer_deinit(&fa);

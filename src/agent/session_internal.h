@@ -77,6 +77,8 @@ struct ag_session {
   char *pend_call_id, *pend_name, *pend_args;
   const ag_tool *pend_tool; /* held while its call runs */
   ag_tool_job *tool_job;    /* the call in flight (PH_TOOL) */
+  ag_session *route_child;  /* a router's hand-over in flight (PH_TOOL) */
+  char *route_to;           /* the agent a router chose */
   uint64_t tool_t0;
   ag_tool_output *tool_out; /* the finished call's output, until its result is journalled */
   size_t next_artifact;     /* of tool_out, being stored */
@@ -119,6 +121,11 @@ struct ag_session {
 
 /* ---------- session.c ---------- */
 
+/* Answer text for the client as it comes; the rest of `answer` not yet streamed. */
+void ag__session_emit_answer(ag_session *s, const char *text, size_t len);
+void ag__session_complete_answer(ag_session *s, const char *answer);
+/* Adds an LLM call's usage to the run and the session, for the next commit. */
+void ag__session_record_usage(ag_session *s, const ag_chat_result *res);
 /* Drops the pending step record. */
 void ag__session_step_rec_clear(ag_session *s);
 /* Frees the session object (its run is over and nothing is outstanding). */
@@ -142,6 +149,14 @@ AG_MUST_CHECK int ag__session_commit(ag_session *s, void (*next)(ag_session *s))
 void ag__session_finish(ag_session *s, int state, int err, const char *msg);
 /* Starts the next LLM call (or ends the run on cancellation or the step limit). */
 void ag__session_begin_step(ag_session *s);
+
+/* ---------- session_router.c ---------- */
+
+/* A router's step: the agent directory proposes, the model picks, the session is handed over to a
+ * child of the chosen template whose stream and end become the router's. */
+void ag__session_route(ag_session *s);
+/* Cancels the hand-over in flight (cancel_session). */
+void ag__session_route_cancel(ag_session *s);
 
 /* ---------- session_tools.c ---------- */
 

@@ -67,6 +67,7 @@ static void cancel_session(ag_session *s, int kind) {
   }
   if (s->phase == PH_LLM && s->call) ag_llm_cancel(s->rt->cfg.provider, s->call);
   if (s->phase == PH_TOOL && s->tool_job) ag_tool_registry_cancel(s->rt->cfg.tools, s->pend_tool, s->tool_job);
+  if (s->phase == PH_TOOL && s->route_child) ag__session_route_cancel(s);
   /* PH_COMMIT and PH_LOADING see the flag in their callbacks. */
 }
 

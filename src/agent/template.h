@@ -17,7 +17,9 @@
 
 #include "base/err.h"
 
-enum ag_agent_kind { AG_KIND_SGR = 0, AG_KIND_TOOL_CALLING = 1, AG_KIND_SGR_TOOL_CALLING = 2 };
+/* A router (seed 001's "secretary") does no work itself: it picks an agent for the request through
+ * the agent directory and hands the session over (agent/session_router.c). */
+enum ag_agent_kind { AG_KIND_SGR = 0, AG_KIND_TOOL_CALLING = 1, AG_KIND_SGR_TOOL_CALLING = 2, AG_KIND_ROUTER = 3 };
 enum ag_stream_format { AG_FORMAT_OPENAI = 0, AG_FORMAT_SGR = 1 };
 /* How the tools of a step are chosen (tool_policy.retrieval). "all" offers every tool the policy
  * lets through; the others rank the catalog against the step (the tool-search issue). */
@@ -87,6 +89,8 @@ typedef struct ag_template {
   char *rules;              /* JSON array, as given; never NULL ("[]") */
   struct ag_rules *ruleset; /* the rules compiled, with the limits' default rules (agent/rules.h) */
   char *meta;               /* JSON object of multi-agent metadata (display_name, tags, ...); never NULL ("{}") */
+  char *route_default;      /* router: meta.router.default, the agent when the model's choice is invalid */
+  int route_top_k;          /* router: meta.router.candidates, how many agents the model chooses from */
   char **tags;              /* meta.tags */
   size_t n_tags;
 } ag_template;

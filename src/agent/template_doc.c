@@ -234,11 +234,18 @@ static int parse_limits(const ag_json *root, ag_template *t, perr *e) {
 
 static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
   ag_json *tools = ag_json_get(root, "tools");
-  if (!ag_json_is(tools, AG_JSON_ARRAY) || ag_json_len(tools) == 0)
+  /* A router calls no tool of its own: its list may be empty. */
+  bool empty_ok = t->kind == AG_KIND_ROUTER;
+  if (empty_ok && !tools) {
+    t->tools = calloc(1, sizeof *t->tools);
+    t->tool_required = calloc(1, sizeof *t->tool_required);
+    return t->tools && t->tool_required ? 0 : AG_ENOMEM;
+  }
+  if (!ag_json_is(tools, AG_JSON_ARRAY) || (ag_json_len(tools) == 0 && !empty_ok))
     return fail(e, "tools must be an array of 1 to %d tool names", AG_TEMPLATE_MAX_TOOLS);
   int rc = get_names(root, "tools", "tools", AG_TEMPLATE_MAX_TOOLS, false, &t->tools, &t->n_tools, e);
   if (rc < 0) return rc;
-  if (!(t->tool_required = calloc(t->n_tools, sizeof *t->tool_required))) return AG_ENOMEM;
+  if (!(t->tool_required = calloc(t->n_tools ? t->n_tools : 1, sizeof *t->tool_required))) return AG_ENOMEM;
 
   ag_json *p = ag_json_get(root, "tool_policy");
   if ((rc = expect_object(p, "tool_policy", e)) < 0 || (rc = only_keys(p, "tool_policy", policy_keys, e)) < 0)
@@ -294,6 +301,17 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, perr *e) {
   char *display = NULL;
   rc = get_text(meta, "display_name", "meta.display_name", 256, false, &display, e);
   free(display);
+  /* A router's settings: {"router": {"default": "<template>", "candidates": 5}}. */
+  ag_json *router = ag_json_get(meta, "router");
+  if (rc == 0 && router && t->kind != AG_KIND_ROUTER) return fail(e, "meta.router is for templates of kind router");
+  if (rc == 0 && router) {
+    if (!ag_json_is(router, AG_JSON_OBJECT)) return fail(e, "meta.router must be an object");
+    static const char *const router_keys[] = {"default", "candidates", NULL};
+    if ((rc = only_keys(router, "meta.router", router_keys, e)) < 0) return rc;
+    rc = get_text(router, "default", "meta.router.default", AG_TEMPLATE_NAME_MAX, false, &t->route_default, e);
+    if (rc == 0) rc = get_int(router, "candidates", "meta.router.candidates", 1, 20, &t->route_top_k, NULL, e);
+    if (rc < 0) return rc;
+  }
   ag_json *tags = ag_json_get(meta, "tags");
   if (rc == 0 && tags) {
     if (!ag_json_is(tags, AG_JSON_ARRAY) || ag_json_len(tags) > MAX_TAGS)
@@ -305,6 +323,15 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, perr *e) {
         return fail(e, "meta.tags[%zu] must be a string of 1 to %d characters", i, TAG_MAX);
       if (!(t->tags[t->n_tags++] = strdup(tag))) return AG_ENOMEM;
     }
+  }
+  if (rc == 0 && router && ag_json_len(router) == 0) {
+    /* {"router": {}} says nothing: kept as if absent (the store marks routers itself). */
+    ag_json *copy = ag_json_copy(meta);
+    if (!copy) return AG_ENOMEM;
+    ag_json_del(copy, "router");
+    t->meta = ag_json_dumps(copy);
+    ag_json_free(copy);
+    return t->meta ? (strlen(t->meta) > 65536 ? fail(e, "meta is larger than 64 KiB") : 0) : AG_ENOMEM;
   }
   if (rc == 0 && !(t->meta = ag_json_dumps(meta))) rc = AG_ENOMEM;
   if (rc == 0 && strlen(t->meta) > 65536) rc = fail(e, "meta is larger than 64 KiB");
@@ -326,7 +353,7 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   } else if (!(t->name = strdup(name))) {
     rc = AG_ENOMEM;
   } else if ((t->kind = ag_agent_kind_parse(ag_json_get_str(doc, "kind"))) < 0) {
-    rc = fail(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling");
+    rc = fail(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling, router");
   } else if (ag_json_get(doc, "stream_format") &&
              (t->stream_format = ag_stream_format_parse(ag_json_get_str(doc, "stream_format"))) < 0) {
     rc = fail(&e, "stream_format must be openai or sgr");
@@ -510,7 +537,10 @@ static char *dump_take(ag_json *j) {
 
 int ag_template_to_version_rec(const ag_template *t, const bool *linked, ag_template_version_rec *out) {
   memset(out, 0, sizeof *out);
-  out->kind = strdup(ag_agent_kind_name(t->kind));
+  /* The kind column predates routers (its CHECK knows three kinds, and widening it means a table
+   * rebuild on SQLite): a router is stored as tool_calling with meta.router, which
+   * ag_template_from_version_rec reads back as kind router. */
+  out->kind = strdup(ag_agent_kind_name(t->kind == AG_KIND_ROUTER ? AG_KIND_TOOL_CALLING : t->kind));
   out->stream_format = strdup(ag_stream_format_name(t->stream_format));
   out->prompts = dump_take(prompts_json(t));
   out->llm = dump_take(llm_json(t));
@@ -542,6 +572,11 @@ int ag_template_to_version_rec(const ag_template *t, const bool *linked, ag_temp
   out->rules = strdup(t->rules ? t->rules : "[]");
   /* The version keeps its description in meta, so that every version is complete on its own. */
   ag_json *meta = parse_col(t->meta ? t->meta : "{}");
+  if (meta && t->kind == AG_KIND_ROUTER && !ag_json_get(meta, "router") &&
+      ag_json_set_take(meta, "router", ag_json_object_new()) < 0) {
+    ag_json_free(meta);
+    meta = NULL;
+  }
   if (meta && ag_json_set_take(meta, "description", ag_json_string_new(t->description ? t->description : "")) < 0) {
     ag_json_free(meta);
     meta = NULL;
@@ -580,7 +615,12 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
   if (rc == 0)
     rc = ag_json_set_take(doc, "description", ag_json_string_new(desc ? desc : tr->description ? tr->description : ""));
   if (rc == 0) ag_json_del(meta, "description");
-  if (rc == 0) rc = ag_json_set_take(doc, "kind", ag_json_string_new(v->kind ? v->kind : ""));
+  bool router = v->kind && strcmp(v->kind, "tool_calling") == 0 && ag_json_get(meta, "router");
+  /* The marker a router without settings was stored with goes again (its document had none). */
+  if (router && ag_json_is(ag_json_get(meta, "router"), AG_JSON_OBJECT) &&
+      ag_json_len(ag_json_get(meta, "router")) == 0)
+    ag_json_del(meta, "router");
+  if (rc == 0) rc = ag_json_set_take(doc, "kind", ag_json_string_new(router ? "router" : v->kind ? v->kind : ""));
   if (rc == 0)
     rc = ag_json_set_take(doc, "stream_format", ag_json_string_new(v->stream_format ? v->stream_format : ""));
   const struct {

@@ -212,6 +212,44 @@ static void test_unlinked_tools(void **state) {
   ag_template_unref(t);
 }
 
+/* A router: no tools of its own, its settings in meta.router, stored as a tool_calling column with
+ * the marker and read back as a router. */
+static void test_router_document(void **state) {
+  (void)state;
+  ag_template *t = parse_ok("{\"name\":\"desk\",\"kind\":\"router\",\"meta\":{\"router\":{\"default\":\"helper\","
+                            "\"candidates\":4}}}");
+  assert_int_equal(t->kind, AG_KIND_ROUTER);
+  assert_int_equal(t->n_tools, 0);
+  assert_string_equal(t->route_default, "helper");
+  assert_int_equal(t->route_top_k, 4);
+  ag_template_version_rec v;
+  assert_int_equal(ag_template_to_version_rec(t, NULL, &v), 0);
+  assert_string_equal(v.kind, "tool_calling");
+  ag_template_rec tr = {.id = 1, .name = "desk"};
+  ag_template *back = NULL;
+  char err[512];
+  assert_int_equal(ag_template_from_version_rec(&tr, &v, &back, err, sizeof err), 0);
+  assert_int_equal(back->kind, AG_KIND_ROUTER);
+  assert_string_equal(back->route_default, "helper");
+  ag_template_version_rec_deinit(&v);
+  ag_template_unref(back);
+  ag_template_unref(t);
+  /* Without settings: the marker does not show in the document read back. */
+  t = parse_ok("{\"name\":\"desk2\",\"kind\":\"router\"}");
+  assert_int_equal(ag_template_to_version_rec(t, NULL, &v), 0);
+  assert_non_null(strstr(v.meta, "\"router\""));
+  assert_int_equal(ag_template_from_version_rec(&tr, &v, &back, err, sizeof err), 0);
+  assert_int_equal(back->kind, AG_KIND_ROUTER);
+  assert_string_equal(back->meta, "{}");
+  ag_template_version_rec_deinit(&v);
+  ag_template_unref(back);
+  ag_template_unref(t);
+  parse_fails("{\"name\":\"a\",\"kind\":\"tool_calling\",\"tools\":[\"x\"],\"meta\":{\"router\":{}}}",
+              "meta.router is for templates of kind router");
+  parse_fails("{\"name\":\"a\",\"kind\":\"router\",\"meta\":{\"router\":{\"candidates\":99}}}",
+              "meta.router.candidates must be an integer from 1 to 20");
+}
+
 static void test_merge_patch(void **state) {
   (void)state;
   const char *base_text = "{\"a\":1,\"o\":{\"x\":1,\"y\":2},\"arr\":[1,2]}";
@@ -457,13 +495,10 @@ static void test_cache_versions_and_pinning(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_parse_full_document),
-      cmocka_unit_test(test_defaults_and_legacy_fields),
-      cmocka_unit_test(test_errors_name_the_field),
-      cmocka_unit_test(test_version_rec_round_trip),
-      cmocka_unit_test(test_unlinked_tools),
-      cmocka_unit_test(test_merge_patch),
-      cmocka_unit_test(test_render),
+      cmocka_unit_test(test_parse_full_document),   cmocka_unit_test(test_defaults_and_legacy_fields),
+      cmocka_unit_test(test_errors_name_the_field), cmocka_unit_test(test_version_rec_round_trip),
+      cmocka_unit_test(test_unlinked_tools),        cmocka_unit_test(test_router_document),
+      cmocka_unit_test(test_merge_patch),           cmocka_unit_test(test_render),
       STORE_TEST(test_cache_versions_and_pinning),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
