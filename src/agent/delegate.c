@@ -142,6 +142,9 @@ static void c_end(const ag_run_end *end, void *ud) {
   j->child = NULL;
   if (j->decided) return;
   ag_tool_output *o = j->out;
+  o->prompt_tokens = end->usage.prompt_tokens;
+  o->completion_tokens = end->usage.completion_tokens;
+  o->total_tokens = end->usage.total_tokens;
   if (end->state == AG_SESSION_COMPLETED) {
     if (ag_buf_append_str(&o->text, end->text ? end->text : "") < 0) ag_tool_output_fail(o, "the answer is too long");
   } else if (end->state == AG_SESSION_WAITING) {

@@ -40,6 +40,13 @@ static void child_end(const ag_run_end *end, void *ud) {
   ag_session *s = ud;
   s->route_child = NULL;
   s->pending--;
+  /* The child's tokens are the router's too. */
+  s->run.prompt_tokens += end->usage.prompt_tokens;
+  s->run.completion_tokens += end->usage.completion_tokens;
+  s->run.total_tokens += end->usage.total_tokens;
+  s->total.prompt_tokens += end->usage.prompt_tokens;
+  s->total.completion_tokens += end->usage.completion_tokens;
+  s->total.total_tokens += end->usage.total_tokens;
   if (s->phase == PH_ENDED) {
     ag__session_maybe_free(s);
     return;

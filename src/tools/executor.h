@@ -50,6 +50,9 @@ typedef struct ag_tool_output {
   size_t n_sources;
   ag_tool_artifact *artifacts;
   size_t n_artifacts;
+  /* LLM tokens the call spent on agentd's behalf (an agent used as a tool): the calling session
+   * adds them to its own usage. */
+  int64_t prompt_tokens, completion_tokens, total_tokens;
 } ag_tool_output;
 
 /* A fresh output whose text buffer is capped at max_bytes. NULL on OOM. */

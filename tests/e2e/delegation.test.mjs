@@ -4,6 +4,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startAgentd, openaiClient, withLogs, http, streamChat, agentState, waitForState, user } from './lib/agentd.mjs';
+import { dbQuery, sqlString } from './lib/db.mjs';
 
 const handles = [];
 let current = null;
@@ -59,6 +60,12 @@ test(
     assert.equal((await agentState(h, r.agentId)).state, 'completed');
     const inst = await http(h, 'GET', '/admin/instances');
     assert.deepEqual(new Set(inst.json.instances.map((i) => i.template)), new Set(['orchestrator', 'writer']));
+    // Usage rolls up: the parent's total is its own calls' usage plus the child's.
+    const parentRow = (await http(h, 'GET', '/admin/sessions?template=orchestrator')).json.sessions[0];
+    const childTotal = list.json.sessions[0].total_tokens;
+    const own = await dbQuery(h.db, `SELECT COALESCE(SUM(total_tokens), 0) AS n FROM token_usage WHERE session_id = ${sqlString(r.agentId)}`);
+    assert.ok(childTotal > 0);
+    assert.equal(parentRow.total_tokens, Number(own[0][0]) + childTotal);
   }),
 );
 
