@@ -858,27 +858,32 @@ static int push_assistant_call(ag_session *s, const char *call_id, const char *n
   return 0;
 }
 
-static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud) {
-  ag_session *s = ud;
+bool ag__session_llm_ended(ag_session *s, int err, ag_chat_result *res, const ag_llm_error *lerr) {
   s->pending--;
   s->call = NULL;
   if (s->phase == PH_ENDED) { /* shut down while the call was being cancelled */
     ag_chat_result_free(res);
     ag__session_maybe_free(s);
-    return;
+    return true;
   }
   if (err < 0 || s->cancel) {
     ag_chat_result_free(res);
     if (s->cancel) {
       ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-      return;
+      return true;
     }
     const char *msg = lerr && lerr->message[0] ? lerr->message : ag_strerror(err);
     ag_log_warn(s->id, "upstream call failed: %s", msg);
     ag__session_emit_progress(s, "Upstream error: %s", msg);
     ag__session_finish(s, AG_SESSION_ERROR, err, msg);
-    return;
+    return true;
   }
+  return false;
+}
+
+static void on_llm_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud) {
+  ag_session *s = ud;
+  if (ag__session_llm_ended(s, err, res, lerr)) return;
   ag__session_record_usage(s, res);
   char call_id[48];
   snprintf(call_id, sizeof call_id, "%d-action", s->iteration);

@@ -124,6 +124,9 @@ struct ag_session {
 /* Answer text for the client as it comes; the rest of `answer` not yet streamed. */
 void ag__session_emit_answer(ag_session *s, const char *text, size_t len);
 void ag__session_complete_answer(ag_session *s, const char *answer);
+/* The common start of every LLM callback: the call is no longer pending; a shut-down, cancelled
+ * or failed run is ended here (res freed). True when the callback has nothing more to do. */
+bool ag__session_llm_ended(ag_session *s, int err, ag_chat_result *res, const ag_llm_error *lerr);
 /* Adds an LLM call's usage to the run and the session, for the next commit. */
 void ag__session_record_usage(ag_session *s, const ag_chat_result *res);
 /* Drops the pending step record. */

@@ -199,23 +199,7 @@ void ag__session_route(ag_session *s) {
 
 static void on_route_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud) {
   ag_session *s = ud;
-  s->pending--;
-  s->call = NULL;
-  if (s->phase == PH_ENDED) {
-    ag_chat_result_free(res);
-    ag__session_maybe_free(s);
-    return;
-  }
-  if (err < 0 || s->cancel) {
-    ag_chat_result_free(res);
-    if (s->cancel) {
-      ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-      return;
-    }
-    const char *msg = lerr && lerr->message[0] ? lerr->message : ag_strerror(err);
-    ag__session_finish(s, AG_SESSION_ERROR, err, msg);
-    return;
-  }
+  if (ag__session_llm_ended(s, err, res, lerr)) return;
   ag__session_record_usage(s, res);
   /* The choice, checked against the candidates of now (the directory may have moved: recompute). */
   cands c;
