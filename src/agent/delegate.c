@@ -23,7 +23,10 @@ struct ag_tool_job {
   struct ag_tool_job *prev, *next;
   ag_tool_done_fn cb;
   void *ud;
+  void (*progress)(const char *text, size_t len, void *ud); /* the parent's stream */
+  void *progress_ud;
   ag_session *child; /* while it runs */
+  char child_template[72];
   uv_timer_t timer;
   ag_tool_output *out; /* the result, once decided */
   int err;
@@ -133,8 +136,20 @@ static void on_timer(uv_timer_t *t) {
 static void c_start(const char *id, const char *tpl, int fmt, void *ud) {
   (void)fmt;
   struct ag_tool_job *j = ud;
-  (void)j;
   ag_log_debug(id, "delegated session started (template %s)", tpl);
+  if (j->decided || !j->progress) return;
+  char line[256];
+  int n = snprintf(line, sizeof line, "  [%s] started: session %s\n", tpl, id);
+  if (n > 0) j->progress(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, j->progress_ud);
+}
+
+/* The child's progress, prefixed with its template, to the parent's stream while the call runs. */
+static void c_progress(const char *text, size_t len, void *ud) {
+  struct ag_tool_job *j = ud;
+  if (j->decided || !j->progress) return;
+  char line[2048];
+  int n = snprintf(line, sizeof line, "  [%s] %.*s", j->child_template, (int)(len < 1900 ? len : 1900), text);
+  if (n > 0) j->progress(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1, j->progress_ud);
 }
 
 static void c_end(const ag_run_end *end, void *ud) {
@@ -171,6 +186,9 @@ static int a_start(ag_executor *e, const ag_tool_call *call, ag_tool_done_fn cb,
   j->ex = ex;
   j->cb = cb;
   j->ud = ud;
+  j->progress = call->progress;
+  j->progress_ud = call->progress_ud;
+  snprintf(j->child_template, sizeof j->child_template, "%s", c->template_name);
   size_t cap = call->max_output ? call->max_output : ex->env->max_output;
   if (!(j->out = ag_tool_output_new(cap ? cap : (256u << 10)))) {
     free(j);
@@ -196,7 +214,7 @@ static int a_start(ag_executor *e, const ag_tool_call *call, ag_tool_done_fn cb,
   } else if (!task || !*task) {
     ag_tool_output_fail(j->out, "give the agent its task as {\"task\": \"...\"}");
   } else {
-    ag_run_events ev = {c_start, NULL, NULL, NULL, c_end, j};
+    ag_run_events ev = {c_start, NULL, c_progress, NULL, c_end, j};
     rc = ag_session_start_child(ex->rt, tpl, call->session_id, task, &ev, &j->child);
     if (rc == AG_ELIMIT)
       ag_tool_output_fail(j->out, "delegation is limited to %d levels", AG_MAX_DELEGATION_DEPTH);

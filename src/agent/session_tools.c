@@ -92,6 +92,13 @@ static void journal_output(ag_session *s);
 static void store_next_artifact(ag_session *s);
 static void on_sources_added(int err, ag_source_rec *out, size_t n, void *ud);
 
+/* A running call's progress (a delegated agent's steps) goes to this session's stream. */
+static void on_tool_progress(const char *text, size_t len, void *ud) {
+  ag_session *s = ud;
+  if (s->phase != PH_TOOL || s->detached || !s->ev.on_progress) return;
+  s->ev.on_progress(text, len, s->ev.ud);
+}
+
 /* The call ended: its sources and artifacts go to the store first, then its result is journalled
  * (the sources a result cites exist before the result does). */
 static void on_tool_done(int err, ag_tool_output *out, void *ud) {
@@ -282,7 +289,9 @@ static void start_tool(ag_session *s) {
                        .tool_name = tool->name,
                        .args = s->pend_args,
                        .sources = s->sources,
-                       .n_sources = s->n_sources};
+                       .n_sources = s->n_sources,
+                       .progress = on_tool_progress,
+                       .progress_ud = s};
   int rc = ag_tool_registry_call(s->rt->cfg.tools, tool, &call, on_tool_done, s, &s->tool_job);
   if (rc < 0) {
     ag_log_warn(s->id, "could not start %s: %s", tool->name, ag_strerror(rc));

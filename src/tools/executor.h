@@ -78,6 +78,10 @@ typedef struct ag_tool_call {
   /* The session's sources so far, numbered 1..n (create_report cites them). */
   const ag_tool_source *sources;
   size_t n_sources;
+  /* Progress the call reports while it runs (a delegated agent's steps), one line each; may be
+   * NULL. Called from the loop until the call's callback, never after. */
+  void (*progress)(const char *text, size_t len, void *ud);
+  void *progress_ud;
 } ag_tool_call;
 
 /* err: 0 and the output (which may say is_error), or a negative code when the call could not

@@ -25,7 +25,7 @@ async function setup() {
     assert.ok(r.status === 200 || r.status === 201, `${method} ${path}: ${r.status} ${r.text}`);
     return r.json;
   };
-  await ok('POST', '/admin/templates', { name: 'writer', kind: 'tool_calling', description: 'Writes short texts.', tools: ['final_answer_tool'] });
+  await ok('POST', '/admin/templates', { name: 'writer', kind: 'tool_calling', description: 'Writes short texts.', tools: ['final_answer_tool', 'current_time'] });
   await ok('POST', '/admin/tools', { name: 'ask_writer', description: 'Ask the writer agent to write something.', input_schema: TASK_ARG, executor: 'agent', executor_config: { template: 'writer' } });
   await ok('POST', '/admin/tools', { name: 'ask_orchestrator', description: 'Ask the orchestrator agent.', input_schema: TASK_ARG, executor: 'agent', executor_config: { template: 'orchestrator' } });
   await ok('POST', '/admin/templates', { name: 'orchestrator', kind: 'tool_calling', description: 'Plans and delegates.', tools: ['reasoning_tool', 'final_answer_tool', 'ask_writer', 'ask_orchestrator'] });
@@ -38,19 +38,23 @@ test(
     const h = await setup();
     h.upstream.script([
       { action: { name: 'ask_writer', arguments: { task: 'Write one line about the sea.' } } },
-      final('The sea is wide and grey.'), // the writer's answer (the child runs its only step here)
+      { action: { name: 'current_time', arguments: {} } }, // the writer's first step
+      final('The sea is wide and grey.'), // the writer's answer
       final('The writer wrote: The sea is wide and grey.'),
     ]);
     const r = await streamChat(openaiClient(h), { model: 'orchestrator', messages: user('Get me a line about the sea.') });
     assert.equal(r.content, 'The writer wrote: The sea is wide and grey.');
+    // The parent's stream shows the child's progress as it happens, marked with the child's name.
+    assert.match(r.reasoning, /\[writer\] started: session writer_/, `parent progress: ${r.reasoning}`);
+    assert.match(r.reasoning, /\[writer\] Calling current_time/, `parent progress: ${r.reasoning}`);
     const reqs = h.upstream.chatRequests();
-    assert.equal(reqs.length, 3);
-    // The child's request: the writer's task as its user message, its own (single) tool.
+    assert.equal(reqs.length, 4);
+    // The child's request: the writer's task as its user message, its own tools.
     const childReq = reqs[1].body;
     assert.equal(childReq.messages.at(-1).content, 'Write one line about the sea.');
-    assert.deepEqual(childReq.tools.map((t) => t.function.name), ['final_answer_tool']);
+    assert.deepEqual(childReq.tools.map((t) => t.function.name), ['final_answer_tool', 'current_time']);
     // The parent's next request carries the child's answer as the tool result.
-    const toolMsg = reqs[2].body.messages.filter((m) => m.role === 'tool').at(-1);
+    const toolMsg = reqs[3].body.messages.filter((m) => m.role === 'tool').at(-1);
     assert.equal(toolMsg.content, 'The sea is wide and grey.');
     // Both sessions are stored, the child linked to the parent, each on its own instance.
     const list = await http(h, 'GET', '/admin/sessions?template=writer');
