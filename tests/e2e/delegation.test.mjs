@@ -93,6 +93,45 @@ test(
 );
 
 test(
+  'delegation is limited to 4 levels: the fifth agent of a chain is refused, and every level still finishes',
+  T(async () => {
+    const h = await startAgentd();
+    handles.push(h);
+    current = h;
+    // a1 -> a2 -> a3 -> a4 -> (a5 refused)
+    for (let i = 5; i >= 1; i--) {
+      const tools = ['final_answer_tool'];
+      if (i < 5) {
+        const t = await http(h, 'POST', '/admin/tools', { name: `ask_a${i + 1}`, description: `Ask agent a${i + 1}.`, input_schema: TASK_ARG, executor: 'agent', executor_config: { template: `a${i + 1}` } });
+        assert.equal(t.status, 201, t.text);
+        tools.push(`ask_a${i + 1}`);
+      }
+      const r = await http(h, 'POST', '/admin/templates', { name: `a${i}`, kind: 'tool_calling', tools });
+      assert.equal(r.status, 201, r.text);
+    }
+    h.upstream.script([
+      { action: { name: 'ask_a2', arguments: { task: 'level 2' } } },
+      { action: { name: 'ask_a3', arguments: { task: 'level 3' } } },
+      { action: { name: 'ask_a4', arguments: { task: 'level 4' } } },
+      { action: { name: 'ask_a5', arguments: { task: 'level 5' } } },
+      final('a4 done'),
+      final('a3 done'),
+      final('a2 done'),
+      final('a1 done'),
+    ]);
+    const r = await streamChat(openaiClient(h), { model: 'a1', messages: user('Go deep.') });
+    assert.equal(r.content, 'a1 done');
+    const reqs = h.upstream.chatRequests();
+    assert.equal(reqs.length, 8, 'no a5 session ran');
+    const refused = reqs[4].body.messages.filter((m) => m.role === 'tool').at(-1);
+    assert.match(refused.content, /delegation is limited to 4 levels/);
+    const sessions = (await http(h, 'GET', '/admin/sessions?limit=20')).json.sessions;
+    assert.equal(sessions.length, 4);
+    assert.ok(sessions.every((x) => x.state === 'completed'));
+  }),
+);
+
+test(
   'cancelling the parent cancels the child',
   T(async () => {
     const h = await setup();
