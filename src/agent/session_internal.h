@@ -1,8 +1,8 @@
-/* Internal interface of the agent loop (session.h), shared by its three files and by nothing else:
+/* Internal interface of the agent loop (session.h), shared by its files and by nothing else:
  * the runtime and session structs, the enums of a session's state machine, and the functions one
  * file calls in the other. session.c holds the steps, commits and the end of a run; session_run.c
- * the runtime and how runs begin; session_tools.c journals plain tool calls. Cross-file functions
- * are ag__session_*. */
+ * the runtime and how runs begin; session_toolkit.c what a step offers; session_router.c the
+ * router kind; session_tools.c journals plain tool calls. Cross-file functions are ag__session_*. */
 #ifndef AG_AGENT_SESSION_INTERNAL_H
 #define AG_AGENT_SESSION_INTERNAL_H
 
@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "agent/pool.h"
+#include "agent/rules.h"
 #include "agent/session.h"
 #include "agent/toolset.h"
 #include "base/buf.h"
@@ -152,6 +153,26 @@ AG_MUST_CHECK int ag__session_commit(ag_session *s, void (*next)(ag_session *s))
 void ag__session_finish(ag_session *s, int state, int err, const char *msg);
 /* Starts the next LLM call (or ends the run on cancellation or the step limit). */
 void ag__session_begin_step(ag_session *s);
+
+/* ---------- session_toolkit.c ---------- */
+
+/* The tools of one step. */
+typedef struct ag__toolkit {
+  const ag_tool *tools[AG_TEMPLATE_MAX_TOOLS + 1];
+  size_t n;
+  uint64_t key;   /* which tools: bit i = the toolset's tool i, bit 63 = the final answer added */
+  bool cacheable; /* every tool is one of the toolset's (or the final answer): key names the set */
+} ag__toolkit;
+
+/* The rules' view of the session now. */
+ag_rule_state ag__session_rule_state(const ag_session *s);
+/* The tools offered now (audit, may be NULL, gets what the rules did). */
+void ag__session_build_toolkit(const ag_session *s, bool with_reasoning, ag__toolkit *tk, ag_rule_audit *audit);
+bool ag__session_toolkit_has(const ag__toolkit *tk, const ag_tool *t);
+/* The step's tool-selection record, committed with its answer. */
+void ag__session_record_step(ag_session *s, const ag__toolkit *tk, const ag_rule_audit *a);
+/* A stage set or a finish by the rules; true if the run ended. */
+bool ag__session_apply_rule_effects(ag_session *s, const ag_rule_audit *a);
 
 /* ---------- session_router.c ---------- */
 
