@@ -60,22 +60,6 @@ struct ag_rules {
   size_t n;
 };
 
-typedef struct cerr {
-  char *buf;
-  size_t len;
-} cerr;
-
-static int fail(cerr *e, const char *fmt, ...) AG_PRINTF(2, 3);
-static int fail(cerr *e, const char *fmt, ...) {
-  if (e->buf && e->len) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->buf, e->len, fmt, ap);
-    va_end(ap);
-  }
-  return AG_EINVAL;
-}
-
 /* NULL-safe whatever n says (a numeric "in" list counts its values in n_in but has no strs). */
 static void free_strv(char **v, size_t n) {
   for (size_t i = 0; v && i < n; i++)
@@ -119,9 +103,9 @@ static int lookup(const char *s, const char *const *names, int n) {
   return -1;
 }
 
-static int new_node(rule *r, cerr *e, const char *path) {
+static int new_node(rule *r, ag_errbuf *e, const char *path) {
   if (r->n_nodes >= AG_RULE_MAX_NODES)
-    return fail(e, "%s: more than %d conditions in one rule", path, AG_RULE_MAX_NODES);
+    return ag_errbuf_set(e, "%s: more than %d conditions in one rule", path, AG_RULE_MAX_NODES);
   node *p = realloc(r->nodes, (r->n_nodes + 1) * sizeof *p);
   if (!p) return AG_ENOMEM;
   r->nodes = p;
@@ -129,13 +113,13 @@ static int new_node(rule *r, cerr *e, const char *path) {
   return (int)r->n_nodes++;
 }
 
-static int compile_cond(rule *r, const ag_json *c, const char *path, int depth, cerr *e);
+static int compile_cond(rule *r, const ag_json *c, const char *path, int depth, ag_errbuf *e);
 
-static int compile_value(node *n, const ag_json *v, const char *path, cerr *e) {
+static int compile_value(node *n, const ag_json *v, const char *path, ag_errbuf *e) {
   bool want_str = n->var == V_STAGE || n->var == V_STATE;
   if (n->op == OP_IN) {
     if (!ag_json_is(v, AG_JSON_ARRAY) || ag_json_len(v) == 0 || ag_json_len(v) > 64)
-      return fail(e, "%s: \"in\" takes an array of 1 to 64 values", path);
+      return ag_errbuf_set(e, "%s: \"in\" takes an array of 1 to 64 values", path);
     n->n_in = 0;
     size_t k = ag_json_len(v);
     if (want_str ? !(n->strs = calloc(k, sizeof *n->strs)) : !(n->nums = calloc(k, sizeof *n->nums))) return AG_ENOMEM;
@@ -143,11 +127,11 @@ static int compile_value(node *n, const ag_json *v, const char *path, cerr *e) {
       const ag_json *x = ag_json_at(v, i);
       if (want_str) {
         if (!ag_json_is(x, AG_JSON_STRING))
-          return fail(e, "%s[%zu]: %s compares with strings", path, i, "this variable");
+          return ag_errbuf_set(e, "%s[%zu]: %s compares with strings", path, i, "this variable");
         if (!(n->strs[n->n_in] = strdup(ag_json_str(x)))) return AG_ENOMEM;
       } else {
         if (!ag_json_is(x, AG_JSON_INT) && !ag_json_is(x, AG_JSON_REAL))
-          return fail(e, "%s[%zu]: this variable compares with numbers", path, i);
+          return ag_errbuf_set(e, "%s[%zu]: this variable compares with numbers", path, i);
         n->nums[n->n_in] = ag_json_num(x);
       }
       n->n_in++;
@@ -156,39 +140,41 @@ static int compile_value(node *n, const ag_json *v, const char *path, cerr *e) {
     return 0;
   }
   if (want_str) {
-    if (!ag_json_is(v, AG_JSON_STRING)) return fail(e, "%s: %s compares with a string", path, var_names[n->var]);
-    if (n->op != OP_EQ && n->op != OP_NE) return fail(e, "%s: strings compare with ==, != or in", path);
+    if (!ag_json_is(v, AG_JSON_STRING))
+      return ag_errbuf_set(e, "%s: %s compares with a string", path, var_names[n->var]);
+    if (n->op != OP_EQ && n->op != OP_NE) return ag_errbuf_set(e, "%s: strings compare with ==, != or in", path);
     n->is_str = true;
     return (n->str = strdup(ag_json_str(v))) ? 0 : AG_ENOMEM;
   }
-  if (!ag_json_is(v, AG_JSON_INT) && !ag_json_is(v, AG_JSON_REAL)) return fail(e, "%s: compare with a number", path);
+  if (!ag_json_is(v, AG_JSON_INT) && !ag_json_is(v, AG_JSON_REAL))
+    return ag_errbuf_set(e, "%s: compare with a number", path);
   n->num = ag_json_num(v);
-  if (!isfinite(n->num)) return fail(e, "%s: the number must be finite", path);
+  if (!isfinite(n->num)) return ag_errbuf_set(e, "%s: the number must be finite", path);
   return 0;
 }
 
-static int compile_cmp(rule *r, const char *key, const ag_json *v, const char *path, cerr *e) {
+static int compile_cmp(rule *r, const char *key, const ag_json *v, const char *path, ag_errbuf *e) {
   int id = new_node(r, e, path);
   if (id < 0) return id;
   node *n = &r->nodes[id];
   n->kind = N_CMP;
   if (strncmp(key, "calls.", 6) == 0) {
     const ag_tool *b = ag_tools_find(key + 6);
-    if (!key[6] || strlen(key + 6) > 128) return fail(e, "%s: calls.<tool> needs a tool name", path);
+    if (!key[6] || strlen(key + 6) > 128) return ag_errbuf_set(e, "%s: calls.<tool> needs a tool name", path);
     n->var = V_CALLS;
     if (!(n->tool = strdup(b ? b->name : key + 6))) return AG_ENOMEM;
   } else if ((n->var = lookup(key, var_names, (int)AG_ARRAY_LEN(var_names))) < 0) {
-    return fail(e,
-                "%s: unknown variable '%s' (the variables are iteration, llm_calls, searches_used, "
-                "clarifications_used, tokens_used, elapsed_s, stage, state, calls.<tool>)",
-                path, key);
+    return ag_errbuf_set(e,
+                         "%s: unknown variable '%s' (the variables are iteration, llm_calls, searches_used, "
+                         "clarifications_used, tokens_used, elapsed_s, stage, state, calls.<tool>)",
+                         path, key);
   }
   if (ag_json_is(v, AG_JSON_OBJECT)) {
-    if (ag_json_len(v) != 1) return fail(e, "%s: an operator object holds exactly one operator", path);
+    if (ag_json_len(v) != 1) return ag_errbuf_set(e, "%s: an operator object holds exactly one operator", path);
     void *it = ag_json_iter(v);
     const char *op = ag_json_iter_key(it);
     if ((n->op = lookup(op, op_names, (int)AG_ARRAY_LEN(op_names))) < 0)
-      return fail(e, "%s: unknown operator '%s' (==, !=, <, <=, >, >=, in)", path, op);
+      return ag_errbuf_set(e, "%s: unknown operator '%s' (==, !=, <, <=, >, >=, in)", path, op);
     char sub[320];
     snprintf(sub, sizeof sub, "%.250s.%.60s", path, op);
     int rc = compile_value(&r->nodes[id], ag_json_iter_value(it), sub, e);
@@ -199,17 +185,17 @@ static int compile_cmp(rule *r, const char *key, const ag_json *v, const char *p
   return rc < 0 ? rc : id;
 }
 
-static int compile_cond(rule *r, const ag_json *c, const char *path, int depth, cerr *e) {
-  if (depth > 16) return fail(e, "%s: conditions nest deeper than 16", path);
+static int compile_cond(rule *r, const ag_json *c, const char *path, int depth, ag_errbuf *e) {
+  if (depth > 16) return ag_errbuf_set(e, "%s: conditions nest deeper than 16", path);
   if (!ag_json_is(c, AG_JSON_OBJECT) || ag_json_len(c) != 1)
-    return fail(e, "%s: a condition is an object with one key (all, any, not, or a variable)", path);
+    return ag_errbuf_set(e, "%s: a condition is an object with one key (all, any, not, or a variable)", path);
   void *it = ag_json_iter(c);
   const char *k = ag_json_iter_key(it);
   const ag_json *v = ag_json_iter_value(it);
   char sub[256];
   if (strcmp(k, "all") == 0 || strcmp(k, "any") == 0) {
     if (!ag_json_is(v, AG_JSON_ARRAY) || ag_json_len(v) == 0)
-      return fail(e, "%s.%s: a non-empty array of conditions", path, k);
+      return ag_errbuf_set(e, "%s.%s: a non-empty array of conditions", path, k);
     int id = new_node(r, e, path);
     if (id < 0) return id;
     size_t n = ag_json_len(v);
@@ -242,32 +228,33 @@ static int compile_cond(rule *r, const ag_json *c, const char *path, int depth, 
 }
 
 /* A name, "tag:<tag>", or an array of them. */
-static int compile_names(action *a, const ag_json *v, const char *path, cerr *e) {
+static int compile_names(action *a, const ag_json *v, const char *path, ag_errbuf *e) {
   size_t n = ag_json_is(v, AG_JSON_ARRAY) ? ag_json_len(v) : 1;
-  if (n == 0 || n > AG_RULE_MAX_NAMES) return fail(e, "%s: 1 to %d tool names", path, AG_RULE_MAX_NAMES);
+  if (n == 0 || n > AG_RULE_MAX_NAMES) return ag_errbuf_set(e, "%s: 1 to %d tool names", path, AG_RULE_MAX_NAMES);
   if (!(a->names = calloc(n, sizeof *a->names))) return AG_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     const char *s = ag_json_str(ag_json_is(v, AG_JSON_ARRAY) ? ag_json_at(v, i) : v);
-    if (!s || !*s || strlen(s) > 132) return fail(e, "%s: a tool name or \"tag:<tag>\"", path);
+    if (!s || !*s || strlen(s) > 132) return ag_errbuf_set(e, "%s: a tool name or \"tag:<tag>\"", path);
     const ag_tool *b = strncmp(s, "tag:", 4) == 0 ? NULL : ag_tools_find(s);
     if (!(a->names[a->n_names++] = strdup(b ? b->name : s))) return AG_ENOMEM;
   }
   return 0;
 }
 
-static int compile_action(rule *r, const ag_json *a, const char *path, cerr *e) {
+static int compile_action(rule *r, const ag_json *a, const char *path, ag_errbuf *e) {
   if (!ag_json_is(a, AG_JSON_OBJECT) || ag_json_len(a) != 1)
-    return fail(e,
-                "%s: an action is an object with one key (remove_tool, keep_only_tools, require_tool, "
-                "set_stage, finish)",
-                path);
+    return ag_errbuf_set(e,
+                         "%s: an action is an object with one key (remove_tool, keep_only_tools, require_tool, "
+                         "set_stage, finish)",
+                         path);
   void *it = ag_json_iter(a);
   const char *k = ag_json_iter_key(it);
   const ag_json *v = ag_json_iter_value(it);
   int kind = lookup(k, act_names, (int)AG_ARRAY_LEN(act_names));
-  if (kind < 0) return fail(e, "%s: unknown action '%s'", path, k);
+  if (kind < 0) return ag_errbuf_set(e, "%s: unknown action '%s'", path, k);
   if (r->phase == AG_RULE_TRANSITION && kind <= A_REQUIRE)
-    return fail(e, "%s: a transition rule may only set_stage or finish (tools are chosen at the next step)", path);
+    return ag_errbuf_set(e, "%s: a transition rule may only set_stage or finish (tools are chosen at the next step)",
+                         path);
   action *p = realloc(r->acts, (r->n_acts + 1) * sizeof *p);
   if (!p) return AG_ENOMEM;
   r->acts = p;
@@ -278,14 +265,14 @@ static int compile_action(rule *r, const ag_json *a, const char *path, cerr *e) 
   snprintf(sub, sizeof sub, "%s.%s", path, k);
   if (kind <= A_REQUIRE) return compile_names(x, v, sub, e);
   if (kind == A_SET_STAGE) {
-    if (!ag_json_is(v, AG_JSON_STRING) || ag_json_str_len(v) > 128) return fail(e, "%s: a stage name", sub);
+    if (!ag_json_is(v, AG_JSON_STRING) || ag_json_str_len(v) > 128) return ag_errbuf_set(e, "%s: a stage name", sub);
     return (x->str = strdup(ag_json_str(v))) ? 0 : AG_ENOMEM;
   }
   /* finish */
   const char *status = ag_json_get_str(v, "status");
   const char *msg = ag_json_get_str(v, "message");
   if (!ag_json_is(v, AG_JSON_OBJECT) || !status || (strcmp(status, "completed") && strcmp(status, "failed")))
-    return fail(e, "%s: {\"status\": \"completed\" | \"failed\", \"message\": \"...\"}", sub);
+    return ag_errbuf_set(e, "%s: {\"status\": \"completed\" | \"failed\", \"message\": \"...\"}", sub);
   x->failed = status[0] == 'f';
   return (x->str = strdup(msg ? msg : (x->failed ? "stopped by a rule" : "done"))) ? 0 : AG_ENOMEM;
 }
@@ -300,15 +287,16 @@ static int add_rule(ag_rules *rs) {
   return (int)rs->n++;
 }
 
-static int compile_rule(ag_rules *rs, const ag_json *j, size_t idx, cerr *e) {
+static int compile_rule(ag_rules *rs, const ag_json *j, size_t idx, ag_errbuf *e) {
   char path[64];
   snprintf(path, sizeof path, "rules[%zu]", idx);
-  if (!ag_json_is(j, AG_JSON_OBJECT)) return fail(e, "%s: a rule is an object", path);
+  if (!ag_json_is(j, AG_JSON_OBJECT)) return ag_errbuf_set(e, "%s: a rule is an object", path);
   for (void *it = ag_json_iter(j); it; it = ag_json_iter_next(j, it)) {
     const char *k = ag_json_iter_key(it);
     if (strcmp(k, "name") && strcmp(k, "phase") && strcmp(k, "priority") && strcmp(k, "when") && strcmp(k, "then") &&
         strcmp(k, "description"))
-      return fail(e, "%s: '%s' is not a field of a rule (name, description, phase, priority, when, then)", path, k);
+      return ag_errbuf_set(e, "%s: '%s' is not a field of a rule (name, description, phase, priority, when, then)",
+                           path, k);
   }
   int id = add_rule(rs);
   if (id < 0) return id;
@@ -317,14 +305,14 @@ static int compile_rule(ag_rules *rs, const ag_json *j, size_t idx, cerr *e) {
   char dflt[32];
   snprintf(dflt, sizeof dflt, "rule%zu", idx);
   if (name && (!*name || strlen(name) > 128 || strncmp(name, "limit.", 6) == 0))
-    return fail(e, "%s.name: 1 to 128 characters, not starting with \"limit.\"", path);
+    return ag_errbuf_set(e, "%s.name: 1 to 128 characters, not starting with \"limit.\"", path);
   if (!(r->name = strdup(name ? name : dflt))) return AG_ENOMEM;
   const ag_json *ph = ag_json_get(j, "phase");
   if (ph && (r->phase = lookup(ag_json_str(ph), phase_names, 3)) < 0)
-    return fail(e, "%s.phase: pre, post or transition", path);
+    return ag_errbuf_set(e, "%s.phase: pre, post or transition", path);
   const ag_json *pr = ag_json_get(j, "priority");
   if (pr && (!ag_json_is(pr, AG_JSON_INT) || ag_json_int(pr) < -1000 || ag_json_int(pr) > 1000))
-    return fail(e, "%s.priority: an integer from -1000 to 1000", path);
+    return ag_errbuf_set(e, "%s.priority: an integer from -1000 to 1000", path);
   r->priority = pr ? (int)ag_json_int(pr) : 0;
   const ag_json *when = ag_json_get(j, "when");
   char sub[96];
@@ -332,7 +320,7 @@ static int compile_rule(ag_rules *rs, const ag_json *j, size_t idx, cerr *e) {
   if (when && (r->root = compile_cond(r, when, sub, 0, e)) < 0) return r->root;
   const ag_json *then = ag_json_get(j, "then");
   if (!ag_json_is(then, AG_JSON_ARRAY) || ag_json_len(then) == 0 || ag_json_len(then) > 16)
-    return fail(e, "%s.then: an array of 1 to 16 actions", path);
+    return ag_errbuf_set(e, "%s.then: an array of 1 to 16 actions", path);
   for (size_t i = 0; i < ag_json_len(then); i++) {
     snprintf(sub, sizeof sub, "%s.then[%zu]", path, i);
     int rc = compile_action(r, ag_json_at(then, i), sub, e);
@@ -368,16 +356,16 @@ static int cmp_rules(const void *a, const void *b) {
 
 int ag_rules_compile(const char *rules_json, int max_iterations, int max_searches, int max_clarifications,
                      ag_rules **out, char *err, size_t errlen) {
-  cerr e = {err, errlen};
+  ag_errbuf e = {err, errlen};
   if (err && errlen) err[0] = '\0';
   ag_json *arr = rules_json ? ag_json_parse(rules_json, strlen(rules_json), NULL, 0) : ag_json_array_new();
   if (!ag_json_is(arr, AG_JSON_ARRAY)) {
     ag_json_free(arr);
-    return fail(&e, "rules must be a JSON array");
+    return ag_errbuf_set(&e, "rules must be a JSON array");
   }
   ag_rules *rs = calloc(1, sizeof *rs);
   int rc = rs ? 0 : AG_ENOMEM;
-  if (rc == 0 && ag_json_len(arr) > AG_RULES_MAX) rc = fail(&e, "rules: at most %d rules", AG_RULES_MAX);
+  if (rc == 0 && ag_json_len(arr) > AG_RULES_MAX) rc = ag_errbuf_set(&e, "rules: at most %d rules", AG_RULES_MAX);
   for (size_t i = 0; rc == 0 && i < ag_json_len(arr); i++)
     rc = compile_rule(rs, ag_json_at(arr, i), i, &e);
   static const char *const final_only[] = {"final_answer_tool", "reasoning_tool"};
@@ -388,7 +376,7 @@ int ag_rules_compile(const char *rules_json, int max_iterations, int max_searche
   if (rc == 0) rc = add_limit(rs, "limit.max_clarifications", V_CLARIFICATIONS, max_clarifications, A_REMOVE, clar, 1);
   ag_json_free(arr);
   if (rc < 0) {
-    if (rc == AG_ENOMEM) fail(&e, "out of memory");
+    if (rc == AG_ENOMEM) ag_errbuf_set(&e, "out of memory");
     ag_rules_free(rs);
     return rc;
   }

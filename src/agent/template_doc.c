@@ -23,22 +23,6 @@
 #define TAG_MAX 64
 #define TOOL_NAME_MAX 128
 
-typedef struct perr {
-  char *buf;
-  size_t len;
-} perr;
-
-static int fail(perr *e, const char *fmt, ...) AG_PRINTF(2, 3);
-static int fail(perr *e, const char *fmt, ...) {
-  if (e->buf && e->len) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->buf, e->len, fmt, ap);
-    va_end(ap);
-  }
-  return AG_EINVAL;
-}
-
 static bool name_ok(const char *s, size_t max, bool dots) {
   size_t n = s ? strlen(s) : 0;
   if (n == 0 || n > max) return false;
@@ -52,7 +36,7 @@ static bool name_ok(const char *s, size_t max, bool dots) {
 }
 
 /* Refuses keys of `obj` not in the NULL-terminated `keys`. */
-static int only_keys(const ag_json *obj, const char *where, const char *const *keys, perr *e) {
+static int only_keys(const ag_json *obj, const char *where, const char *const *keys, ag_errbuf *e) {
   for (void *it = ag_json_iter(obj); it; it = ag_json_iter_next(obj, it)) {
     const char *k = ag_json_iter_key(it);
     bool known = false;
@@ -63,7 +47,7 @@ static int only_keys(const ag_json *obj, const char *where, const char *const *k
       size_t off = 0;
       for (size_t i = 0; keys[i] && off < sizeof list; i++)
         off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", keys[i]);
-      return fail(e, "%s%s'%s' is not a field here (the fields are: %s)", where, *where ? ": " : "", k, list);
+      return ag_errbuf_set(e, "%s%s'%s' is not a field here (the fields are: %s)", where, *where ? ": " : "", k, list);
     }
   }
   return 0;
@@ -72,26 +56,26 @@ static int only_keys(const ag_json *obj, const char *where, const char *const *k
 /* A string member: absent is fine (*out stays NULL); otherwise a string of 1..max bytes (or 0
  * when empty_ok). */
 static int get_text(const ag_json *obj, const char *key, const char *path, size_t max, bool empty_ok, char **out,
-                    perr *e) {
+                    ag_errbuf *e) {
   ag_json *v = ag_json_get(obj, key);
   if (!v || ag_json_is(v, AG_JSON_NULL)) return 0;
-  if (!ag_json_is(v, AG_JSON_STRING)) return fail(e, "%s must be a string", path);
+  if (!ag_json_is(v, AG_JSON_STRING)) return ag_errbuf_set(e, "%s must be a string", path);
   size_t n = ag_json_str_len(v);
-  if (n > max) return fail(e, "%s is longer than %zu bytes", path, max);
-  if (n == 0 && !empty_ok) return fail(e, "%s must not be empty", path);
-  if (memchr(ag_json_str(v), '\0', n)) return fail(e, "%s must not contain NUL characters", path);
+  if (n > max) return ag_errbuf_set(e, "%s is longer than %zu bytes", path, max);
+  if (n == 0 && !empty_ok) return ag_errbuf_set(e, "%s must not be empty", path);
+  if (memchr(ag_json_str(v), '\0', n)) return ag_errbuf_set(e, "%s must not contain NUL characters", path);
   free(*out);
   if (!(*out = ag_strndup(ag_json_str(v), n))) return AG_ENOMEM;
   return 0;
 }
 
 static int get_int(const ag_json *obj, const char *key, const char *path, long long lo, long long hi, int *out,
-                   bool *given, perr *e) {
+                   bool *given, ag_errbuf *e) {
   ag_json *v = ag_json_get(obj, key);
   if (given) *given = false;
   if (!v || ag_json_is(v, AG_JSON_NULL)) return 0;
   if (!ag_json_is(v, AG_JSON_INT) || ag_json_int(v) < lo || ag_json_int(v) > hi)
-    return fail(e, "%s must be an integer from %lld to %lld", path, lo, hi);
+    return ag_errbuf_set(e, "%s must be an integer from %lld to %lld", path, lo, hi);
   *out = (int)ag_json_int(v);
   if (given) *given = true;
   return 0;
@@ -99,11 +83,11 @@ static int get_int(const ag_json *obj, const char *key, const char *path, long l
 
 /* An array of distinct names (tool names, or "tag:<tag>" when tags_ok). */
 static int get_names(const ag_json *obj, const char *key, const char *path, size_t max, bool tags_ok, char ***out,
-                     size_t *n_out, perr *e) {
+                     size_t *n_out, ag_errbuf *e) {
   ag_json *v = ag_json_get(obj, key);
   if (!v || ag_json_is(v, AG_JSON_NULL)) return 0;
   if (!ag_json_is(v, AG_JSON_ARRAY) || ag_json_len(v) > max)
-    return fail(e, "%s must be an array of at most %zu names", path, max);
+    return ag_errbuf_set(e, "%s must be an array of at most %zu names", path, max);
   size_t n = ag_json_len(v);
   char **names = calloc(n ? n : 1, sizeof *names);
   if (!names) return AG_ENOMEM;
@@ -113,14 +97,14 @@ static int get_names(const ag_json *obj, const char *key, const char *path, size
     const char *s = ag_json_str(ag_json_at(v, i));
     const char *check = s && tags_ok && strncmp(s, "tag:", 4) == 0 ? s + 4 : s;
     if (!s || !name_ok(check, check == s ? TOOL_NAME_MAX : TAG_MAX, false)) {
-      rc = fail(e, "%s[%zu] must be a tool name (letters, digits, '_' and '-')%s", path, i,
-                tags_ok ? " or \"tag:<tag>\"" : "");
+      rc = ag_errbuf_set(e, "%s[%zu] must be a tool name (letters, digits, '_' and '-')%s", path, i,
+                         tags_ok ? " or \"tag:<tag>\"" : "");
       break;
     }
     const ag_tool *b = check == s ? ag_tools_find(s) : NULL;
     const char *canon = b ? b->name : s;
     for (size_t j = 0; j < k; j++)
-      if (strcmp(names[j], canon) == 0) rc = fail(e, "%s[%zu]: '%s' is listed twice", path, i, s);
+      if (strcmp(names[j], canon) == 0) rc = ag_errbuf_set(e, "%s[%zu]: '%s' is listed twice", path, i, s);
     if (rc == 0 && !(names[k++] = strdup(canon))) rc = AG_ENOMEM;
   }
   if (rc < 0) {
@@ -151,18 +135,20 @@ static const char *const reserved_params[] = {
     "model",      "messages", "tools",           "tool_choice",         "stream", "stream_options", "temperature",
     "max_tokens", "n",        "response_format", "parallel_tool_calls", NULL};
 
-static int expect_object(const ag_json *v, const char *path, perr *e) {
-  if (v && !ag_json_is(v, AG_JSON_OBJECT) && !ag_json_is(v, AG_JSON_NULL)) return fail(e, "%s must be an object", path);
+static int expect_object(const ag_json *v, const char *path, ag_errbuf *e) {
+  if (v && !ag_json_is(v, AG_JSON_OBJECT) && !ag_json_is(v, AG_JSON_NULL))
+    return ag_errbuf_set(e, "%s must be an object", path);
   return 0;
 }
 
-static int parse_prompts(const ag_json *root, ag_template *t, perr *e) {
+static int parse_prompts(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *p = ag_json_get(root, "prompts");
   int rc = expect_object(p, "prompts", e);
   if (rc == 0) rc = only_keys(p, "prompts", prompt_keys, e);
   if (rc == 0) rc = get_text(p, "system", "prompts.system", PROMPT_MAX, true, &t->system_prompt, e);
   if (rc == 0 && ag_json_get(root, "system_prompt")) {
-    if (t->system_prompt) return fail(e, "give the system prompt once: prompts.system or system_prompt, not both");
+    if (t->system_prompt)
+      return ag_errbuf_set(e, "give the system prompt once: prompts.system or system_prompt, not both");
     rc = get_text(root, "system_prompt", "system_prompt", PROMPT_MAX, true, &t->system_prompt, e);
   }
   if (rc == 0)
@@ -180,12 +166,12 @@ static int parse_prompts(const ag_json *root, ag_template *t, perr *e) {
   for (size_t i = 0; i < AG_ARRAY_LEN(all); i++) {
     char why[256];
     if (all[i].text && ag_template_check_prompt(all[i].text, why, sizeof why) < 0)
-      return fail(e, "%s: %s", all[i].path, why);
+      return ag_errbuf_set(e, "%s: %s", all[i].path, why);
   }
   return 0;
 }
 
-static int parse_llm(const ag_json *root, ag_template *t, perr *e) {
+static int parse_llm(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *l = ag_json_get(root, "llm");
   int rc = expect_object(l, "llm", e);
   if (rc == 0) rc = only_keys(l, "llm", llm_keys, e);
@@ -195,27 +181,28 @@ static int parse_llm(const ag_json *root, ag_template *t, perr *e) {
   if (temp && !ag_json_is(temp, AG_JSON_NULL)) {
     double d = ag_json_num(temp);
     if ((!ag_json_is(temp, AG_JSON_INT) && !ag_json_is(temp, AG_JSON_REAL)) || !(d >= 0 && d <= 2))
-      return fail(e, "llm.temperature must be a number from 0 to 2");
+      return ag_errbuf_set(e, "llm.temperature must be a number from 0 to 2");
     t->temperature = d;
   }
   if ((rc = get_int(l, "max_tokens", "llm.max_tokens", 1, 1000000, &t->max_tokens, NULL, e)) < 0) return rc;
   ag_json *params = ag_json_get(l, "params");
   if (!params || ag_json_is(params, AG_JSON_NULL)) return 0;
-  if (!ag_json_is(params, AG_JSON_OBJECT)) return fail(e, "llm.params must be an object of request fields");
+  if (!ag_json_is(params, AG_JSON_OBJECT)) return ag_errbuf_set(e, "llm.params must be an object of request fields");
   for (size_t i = 0; reserved_params[i]; i++)
     if (ag_json_get(params, reserved_params[i]))
-      return fail(e, "llm.params.%s is set by agentd and cannot be passed through%s", reserved_params[i],
-                  strcmp(reserved_params[i], "temperature") == 0 || strcmp(reserved_params[i], "max_tokens") == 0 ||
-                          strcmp(reserved_params[i], "model") == 0
-                      ? " (use the llm field of that name)"
-                      : "");
+      return ag_errbuf_set(e, "llm.params.%s is set by agentd and cannot be passed through%s", reserved_params[i],
+                           strcmp(reserved_params[i], "temperature") == 0 ||
+                                   strcmp(reserved_params[i], "max_tokens") == 0 ||
+                                   strcmp(reserved_params[i], "model") == 0
+                               ? " (use the llm field of that name)"
+                               : "");
   if (ag_json_len(params) == 0) return 0;
   if (!(t->llm_params = ag_json_dumps(params))) return AG_ENOMEM;
-  if (strlen(t->llm_params) > 65536) return fail(e, "llm.params is larger than 64 KiB");
+  if (strlen(t->llm_params) > 65536) return ag_errbuf_set(e, "llm.params is larger than 64 KiB");
   return 0;
 }
 
-static int parse_limits(const ag_json *root, ag_template *t, perr *e) {
+static int parse_limits(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *l = ag_json_get(root, "limits");
   int rc = expect_object(l, "limits", e);
   if (rc == 0) rc = only_keys(l, "limits", limit_keys, e);
@@ -232,7 +219,7 @@ static int parse_limits(const ag_json *root, ag_template *t, perr *e) {
   return rc;
 }
 
-static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
+static int parse_tools(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *tools = ag_json_get(root, "tools");
   /* A router calls no tool of its own: its list may be empty. */
   bool empty_ok = t->kind == AG_KIND_ROUTER;
@@ -242,7 +229,7 @@ static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
     return t->tools && t->tool_required ? 0 : AG_ENOMEM;
   }
   if (!ag_json_is(tools, AG_JSON_ARRAY) || (ag_json_len(tools) == 0 && !empty_ok))
-    return fail(e, "tools must be an array of 1 to %d tool names", AG_TEMPLATE_MAX_TOOLS);
+    return ag_errbuf_set(e, "tools must be an array of 1 to %d tool names", AG_TEMPLATE_MAX_TOOLS);
   int rc = get_names(root, "tools", "tools", AG_TEMPLATE_MAX_TOOLS, false, &t->tools, &t->n_tools, e);
   if (rc < 0) return rc;
   if (!(t->tool_required = calloc(t->n_tools ? t->n_tools : 1, sizeof *t->tool_required))) return AG_ENOMEM;
@@ -258,7 +245,8 @@ static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
     while (j < t->n_tools && strcmp(t->tools[j], req[i]) != 0)
       j++;
     if (j == t->n_tools)
-      rc = fail(e, "tool_policy.required[%zu]: '%s' is not in tools (a required tool must be one of them)", i, req[i]);
+      rc = ag_errbuf_set(e, "tool_policy.required[%zu]: '%s' is not in tools (a required tool must be one of them)", i,
+                         req[i]);
     else
       t->tool_required[j] = true;
   }
@@ -274,38 +262,40 @@ static int parse_tools(const ag_json *root, ag_template *t, perr *e) {
   for (size_t i = 0; i < t->n_tools; i++)
     for (size_t j = 0; j < t->n_deny; j++)
       if (t->tool_required[i] && strcmp(t->tools[i], t->deny[j]) == 0)
-        return fail(e, "tool_policy: '%s' is both required and denied", t->tools[i]);
+        return ag_errbuf_set(e, "tool_policy: '%s' is both required and denied", t->tools[i]);
   ag_json *r = ag_json_get(p, "retrieval");
   if (r && !ag_json_is(r, AG_JSON_NULL) && (t->retrieval = ag_retrieval_parse(ag_json_str(r))) < 0)
-    return fail(e, "tool_policy.retrieval must be one of all, bm25, vector, hybrid");
+    return ag_errbuf_set(e, "tool_policy.retrieval must be one of all, bm25, vector, hybrid");
   ag_json *mr = ag_json_get(p, "max_risk");
   if (mr && !ag_json_is(mr, AG_JSON_NULL) && (t->max_risk = ag_tool_risk_parse(ag_json_str(mr))) < 0)
-    return fail(e, "tool_policy.max_risk must be one of low, medium, high, critical");
+    return ag_errbuf_set(e, "tool_policy.max_risk must be one of low, medium, high, critical");
   return 0;
 }
 
-static int parse_rules_meta(const ag_json *root, ag_template *t, perr *e) {
+static int parse_rules_meta(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *rules = ag_json_get(root, "rules");
   if (rules && !ag_json_is(rules, AG_JSON_NULL)) {
     if (!ag_json_is(rules, AG_JSON_ARRAY) || ag_json_len(rules) > MAX_RULES)
-      return fail(e, "rules must be an array of at most %d rule objects", MAX_RULES);
+      return ag_errbuf_set(e, "rules must be an array of at most %d rule objects", MAX_RULES);
     for (size_t i = 0; i < ag_json_len(rules); i++)
-      if (!ag_json_is(ag_json_at(rules, i), AG_JSON_OBJECT)) return fail(e, "rules[%zu] must be an object", i);
+      if (!ag_json_is(ag_json_at(rules, i), AG_JSON_OBJECT)) return ag_errbuf_set(e, "rules[%zu] must be an object", i);
     if (!(t->rules = ag_json_dumps(rules))) return AG_ENOMEM;
-    if (strlen(t->rules) > PROMPT_MAX) return fail(e, "rules are larger than 256 KiB");
+    if (strlen(t->rules) > PROMPT_MAX) return ag_errbuf_set(e, "rules are larger than 256 KiB");
   }
   ag_json *meta = ag_json_get(root, "meta");
   int rc = expect_object(meta, "meta", e);
   if (rc < 0 || !meta || ag_json_is(meta, AG_JSON_NULL)) return rc;
-  if (ag_json_get(meta, "description")) return fail(e, "meta.description: give the description at the top level");
+  if (ag_json_get(meta, "description"))
+    return ag_errbuf_set(e, "meta.description: give the description at the top level");
   char *display = NULL;
   rc = get_text(meta, "display_name", "meta.display_name", 256, false, &display, e);
   free(display);
   /* A router's settings: {"router": {"default": "<template>", "candidates": 5}}. */
   ag_json *router = ag_json_get(meta, "router");
-  if (rc == 0 && router && t->kind != AG_KIND_ROUTER) return fail(e, "meta.router is for templates of kind router");
+  if (rc == 0 && router && t->kind != AG_KIND_ROUTER)
+    return ag_errbuf_set(e, "meta.router is for templates of kind router");
   if (rc == 0 && router) {
-    if (!ag_json_is(router, AG_JSON_OBJECT)) return fail(e, "meta.router must be an object");
+    if (!ag_json_is(router, AG_JSON_OBJECT)) return ag_errbuf_set(e, "meta.router must be an object");
     static const char *const router_keys[] = {"default", "candidates", NULL};
     if ((rc = only_keys(router, "meta.router", router_keys, e)) < 0) return rc;
     rc = get_text(router, "default", "meta.router.default", AG_TEMPLATE_NAME_MAX, false, &t->route_default, e);
@@ -315,12 +305,12 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, perr *e) {
   ag_json *tags = ag_json_get(meta, "tags");
   if (rc == 0 && tags) {
     if (!ag_json_is(tags, AG_JSON_ARRAY) || ag_json_len(tags) > MAX_TAGS)
-      return fail(e, "meta.tags must be an array of at most %d tags", MAX_TAGS);
+      return ag_errbuf_set(e, "meta.tags must be an array of at most %d tags", MAX_TAGS);
     if (!(t->tags = calloc(ag_json_len(tags) + 1, sizeof *t->tags))) return AG_ENOMEM;
     for (size_t i = 0; i < ag_json_len(tags); i++) {
       const char *tag = ag_json_str(ag_json_at(tags, i));
       if (!tag || !*tag || strlen(tag) > TAG_MAX)
-        return fail(e, "meta.tags[%zu] must be a string of 1 to %d characters", i, TAG_MAX);
+        return ag_errbuf_set(e, "meta.tags[%zu] must be a string of 1 to %d characters", i, TAG_MAX);
       if (!(t->tags[t->n_tags++] = strdup(tag))) return AG_ENOMEM;
     }
   }
@@ -331,17 +321,17 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, perr *e) {
     ag_json_del(copy, "router");
     t->meta = ag_json_dumps(copy);
     ag_json_free(copy);
-    return t->meta ? (strlen(t->meta) > 65536 ? fail(e, "meta is larger than 64 KiB") : 0) : AG_ENOMEM;
+    return t->meta ? (strlen(t->meta) > 65536 ? ag_errbuf_set(e, "meta is larger than 64 KiB") : 0) : AG_ENOMEM;
   }
   if (rc == 0 && !(t->meta = ag_json_dumps(meta))) rc = AG_ENOMEM;
-  if (rc == 0 && strlen(t->meta) > 65536) rc = fail(e, "meta is larger than 64 KiB");
+  if (rc == 0 && strlen(t->meta) > 65536) rc = ag_errbuf_set(e, "meta is larger than 64 KiB");
   return rc;
 }
 
 int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size_t errlen) {
-  perr e = {err, errlen};
+  ag_errbuf e = {err, errlen};
   if (err && errlen) err[0] = '\0';
-  if (!ag_json_is(doc, AG_JSON_OBJECT)) return fail(&e, "a template must be a JSON object");
+  if (!ag_json_is(doc, AG_JSON_OBJECT)) return ag_errbuf_set(&e, "a template must be a JSON object");
   int rc = only_keys(doc, "", root_keys, &e);
   if (rc < 0) return rc;
   ag_template *t = ag_template_new();
@@ -349,16 +339,17 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   const char *name = ag_json_get_str(doc, "name");
   ag_json *ver = ag_json_get(doc, "version");
   if (!name_ok(name, AG_TEMPLATE_NAME_MAX, true)) {
-    rc = fail(&e, "name must be 1 to %d characters of letters, digits, '_', '-' and '.'", AG_TEMPLATE_NAME_MAX);
+    rc =
+        ag_errbuf_set(&e, "name must be 1 to %d characters of letters, digits, '_', '-' and '.'", AG_TEMPLATE_NAME_MAX);
   } else if (!(t->name = strdup(name))) {
     rc = AG_ENOMEM;
   } else if ((t->kind = ag_agent_kind_parse(ag_json_get_str(doc, "kind"))) < 0) {
-    rc = fail(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling, router");
+    rc = ag_errbuf_set(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling, router");
   } else if (ag_json_get(doc, "stream_format") &&
              (t->stream_format = ag_stream_format_parse(ag_json_get_str(doc, "stream_format"))) < 0) {
-    rc = fail(&e, "stream_format must be openai or sgr");
+    rc = ag_errbuf_set(&e, "stream_format must be openai or sgr");
   } else if (ver && !ag_json_is(ver, AG_JSON_NULL) && (!ag_json_is(ver, AG_JSON_INT) || ag_json_int(ver) < 1)) {
-    rc = fail(&e, "version must be a positive integer (it is informational: the store numbers versions)");
+    rc = ag_errbuf_set(&e, "version must be a positive integer (it is informational: the store numbers versions)");
   }
   if (rc == 0) rc = get_text(doc, "description", "description", TEXT_MAX, true, &t->description, &e);
   if (rc == 0) rc = parse_prompts(doc, t, &e);
@@ -372,11 +363,11 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
     char why[400];
     rc = ag_rules_compile(t->rules, t->max_iterations, t->max_searches, t->max_clarifications, &t->ruleset, why,
                           sizeof why);
-    if (rc < 0 && rc != AG_ENOMEM) fail(&e, "%s", why);
+    if (rc < 0 && rc != AG_ENOMEM) ag_errbuf_set(&e, "%s", why);
   }
   if (rc == 0) rc = ag_template_apply_defaults(t);
   if (rc < 0) {
-    if (rc == AG_ENOMEM) fail(&e, "out of memory");
+    if (rc == AG_ENOMEM) ag_errbuf_set(&e, "out of memory");
     ag_template_free(t);
     return rc;
   }
@@ -603,13 +594,13 @@ int ag_template_to_version_rec(const ag_template *t, const bool *linked, ag_temp
 
 int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_version_rec *v, ag_template **out,
                                  char *err, size_t errlen) {
-  perr e = {err, errlen};
+  ag_errbuf e = {err, errlen};
   ag_json *doc = ag_json_object_new();
   ag_json *meta = parse_col(v->meta ? v->meta : "{}");
   ag_json *policy = parse_col(v->tool_policy ? v->tool_policy : "{}");
   ag_json *tools = ag_json_array_new(), *req = ag_json_array_new();
   int rc = doc && meta && policy && tools && req ? 0 : AG_EINVAL;
-  if (rc < 0) fail(&e, "version %d of '%s': a stored JSON column does not parse", v->version, tr->name);
+  if (rc < 0) ag_errbuf_set(&e, "version %d of '%s': a stored JSON column does not parse", v->version, tr->name);
   const char *desc = ag_json_get_str(meta, "description");
   if (rc == 0) rc = ag_json_set_take(doc, "name", ag_json_string_new(tr->name));
   if (rc == 0)
@@ -629,7 +620,7 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
   for (size_t i = 0; rc == 0 && i < AG_ARRAY_LEN(cols); i++) {
     ag_json *c = cols[i].text ? parse_col(cols[i].text) : NULL;
     if (cols[i].text && !c)
-      rc = fail(&e, "version %d of '%s': column %s does not parse", v->version, tr->name, cols[i].key);
+      rc = ag_errbuf_set(&e, "version %d of '%s': column %s does not parse", v->version, tr->name, cols[i].key);
     if (rc == 0 && c) rc = ag_json_set_take(doc, cols[i].key, c);
   }
   for (size_t i = 0; rc == 0 && i < v->n_tools; i++) {
@@ -644,7 +635,7 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
     const char *n = ag_json_get_str(u, "name");
     bool required = false;
     if (!n) {
-      rc = fail(&e, "version %d of '%s': tool_policy.unlinked[%zu] has no name", v->version, tr->name, i);
+      rc = ag_errbuf_set(&e, "version %d of '%s': tool_policy.unlinked[%zu] has no name", v->version, tr->name, i);
       break;
     }
     (void)ag_json_get_bool(u, "required", &required);
@@ -672,7 +663,7 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
   if (rc == 0) {
     char why[512];
     rc = ag_template_doc_parse(doc, &t, why, sizeof why);
-    if (rc < 0) fail(&e, "version %d of '%s' is not a valid template: %s", v->version, tr->name, why);
+    if (rc < 0) ag_errbuf_set(&e, "version %d of '%s' is not a valid template: %s", v->version, tr->name, why);
   }
   ag_json_free(doc);
   ag_json_free(meta);

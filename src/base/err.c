@@ -1,6 +1,9 @@
 /* Names for the error codes in err.h. */
 #include "base/err.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+
 const char *ag_strerror(int err) {
   switch (err) {
   case AG_OK: return "success";
@@ -23,4 +26,14 @@ const char *ag_strerror(int err) {
   case AG_EBUSY: return "busy";
   }
   return "unknown error";
+}
+
+int ag_errbuf_set(ag_errbuf *e, const char *fmt, ...) {
+  if (e && e->buf && e->len) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->buf, e->len, fmt, ap);
+    va_end(ap);
+  }
+  return AG_EINVAL;
 }

@@ -3,6 +3,8 @@
 #ifndef AG_BASE_ERR_H
 #define AG_BASE_ERR_H
 
+#include <stddef.h>
+
 enum ag_err {
   AG_OK = 0,
   AG_ENOMEM = -1,     /* allocation failed */
@@ -36,5 +38,14 @@ const char *ag_strerror(int err);
 #endif
 
 #define AG_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Where a validator writes the sentence saying what is wrong (buf may be NULL or len 0: none). */
+typedef struct ag_errbuf {
+  char *buf;
+  size_t len;
+} ag_errbuf;
+
+/* Formats the sentence into e and returns AG_EINVAL, so validators can `return ag_errbuf_set(...)`. */
+int ag_errbuf_set(ag_errbuf *e, const char *fmt, ...) AG_PRINTF(2, 3);
 
 #endif
