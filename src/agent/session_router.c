@@ -146,7 +146,7 @@ void ag__session_route(ag_session *s) {
   }
   /* The tool: one enum argument, the candidates described in its description. */
   ag_buf desc, params;
-  ag_buf_init(&desc, 64u << 10);
+  ag_buf_init(&desc, 1u << 20); /* up to 20 descriptions of 4 KiB */
   ag_buf_init(&params, 64u << 10);
   int rc = ag_buf_append_str(&desc, "Hand the request over to the agent best suited to do it. The agents:");
   for (size_t i = 0; rc == 0 && i < c.n; i++) {

@@ -59,9 +59,15 @@ ag_rule_state ag__session_rule_state(const ag_session *s) {
 static bool tool_tag(const void *tool, const char *tag) { return ag_tool_has_tag(tool, tag); }
 
 /* Retrieval's query: the task and what the latest reasoning says comes next. */
+/* The task's share of the query: a long task (a pasted document) is ranked by its start, which
+ * also keeps a query's cost bounded. */
+#define QUERY_TASK_MAX (8u << 10)
+
 static void retrieval_query(const ag_session *s, ag_buf *q) {
   ag_buf_reset(q);
-  if (s->task && ag_buf_append_str(q, s->task) < 0) return;
+  size_t tl = s->task ? strlen(s->task) : 0;
+  if (tl > QUERY_TASK_MAX) tl = ag_utf8_cut(s->task, QUERY_TASK_MAX);
+  if (tl && ag_buf_append(q, s->task, tl) < 0) return;
   ag_json *r = s->reasoning ? ag_json_parse(s->reasoning, strlen(s->reasoning), NULL, 0) : NULL;
   const ag_json *next = ag_json_get(r, "remaining_steps");
   for (size_t i = 0; i < ag_json_len(next) && i < 3; i++)
