@@ -1155,6 +1155,44 @@ static void test_template_version_race(void **state) {
   fx_close(f, st);
 }
 
+/* A template made with its version 1 in one transaction: a link by name resolves to the active
+ * tool of that name; a link the database refuses leaves neither the template nor its name taken. */
+static void test_template_create_with_version(void **state) {
+  store_fx *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  ag_tool_rec def = tool_def("clock", "builtin");
+  def.active = true;
+  ag_tool_rec *clock = tool_create(f, st, &def, 0);
+  ag_template_tool_rec bad[] = {{.name = "no_such_tool"}};
+  ag_template_version_rec v = {.kind = "tool_calling", .tools = bad, .n_tools = 1};
+  got g = {0};
+  RUN(f, &g, AG_EINVAL, ag_store_template_create_with_version(st, "atomic", "d", &v, on_ver, &g));
+  assert_null(tpl_by_name(f, st, "atomic", AG_ENOTFOUND));
+  assert_int_equal(raw_count(f, "agent_templates"), 0);
+  assert_int_equal(raw_count(f, "agent_template_versions"), 0);
+  /* The name is not burned: the same call with a link to a real tool succeeds. */
+  ag_template_tool_rec ok[] = {{.name = "clock", .required = true}};
+  v.tools = ok;
+  g = (got){0};
+  RUN(f, &g, 0, ag_store_template_create_with_version(st, "atomic", "d", &v, on_ver, &g));
+  assert_int_equal(g.ver->version, 1);
+  assert_true(g.ver->is_active);
+  assert_int_equal(g.ver->n_tools, 1);
+  assert_int_equal(g.ver->tools[0].tool_id, clock->id); /* resolved in the transaction */
+  assert_true(g.ver->tools[0].required);
+  ag_template_rec *t = tpl_by_name(f, st, "atomic", 0);
+  assert_int_equal(t->id, g.ver->template_id);
+  assert_int_equal(t->active_version, 1);
+  ag_template_rec_free(t);
+  ag_template_version_rec_free(g.ver);
+  /* A name any template ever had: refused, and nothing is added. */
+  g = (got){0};
+  RUN(f, &g, AG_EEXIST, ag_store_template_create_with_version(st, "atomic", "d", &v, on_ver, &g));
+  assert_int_equal(raw_count(f, "agent_template_versions"), 1);
+  ag_tool_rec_free(clock);
+  fx_close(f, st);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       STORE_TEST(test_tool_create_get),
@@ -1174,6 +1212,7 @@ int main(void) {
       STORE_TEST(test_template_versions),
       STORE_TEST(test_template_version_refused),
       STORE_TEST(test_template_version_race),
+      STORE_TEST(test_template_create_with_version),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
