@@ -162,10 +162,10 @@ static void c_end(const ag_run_end *end, void *ud) {
   o->total_tokens = end->usage.total_tokens;
   if (end->state == AG_SESSION_COMPLETED) {
     if (ag_buf_append_str(&o->text, end->text ? end->text : "") < 0) ag_tool_output_fail(o, "the answer is too long");
-  } else if (end->state == AG_SESSION_WAITING) {
+  } else if (end->state == AG_SESSION_WAITING && end->session_id) {
+    /* The question goes up to the calling session, which waits for the user's answer. */
     ag_buf_reset(&o->text);
-    if (ag_buf_appendf(&o->text, "The agent (session %s) needs a clarification before it can go on:\n%s",
-                       end->session_id ? end->session_id : "?", end->text ? end->text : "") < 0)
+    if (ag_buf_append_str(&o->text, end->text ? end->text : "") < 0 || !(o->awaiting_session = strdup(end->session_id)))
       ag_tool_output_fail(o, "the agent needs a clarification");
   } else {
     ag_tool_output_fail(o, "the delegated agent did not complete (%s): %s", ag_session_state_name(end->state),
@@ -209,7 +209,13 @@ static int a_start(ag_executor *e, const ag_tool_call *call, ag_tool_done_fn cb,
   const char *task = ag_json_get_str(args, "task");
   ag_template *tpl = ag_template_cache_active(ex->templates, c->template_name);
   int rc = 0;
-  if (!tpl) {
+  if (call->child_session) {
+    /* The same call goes on with the child an earlier run of it started. */
+    ag_run_events ev = {c_start, NULL, c_progress, NULL, c_end, j};
+    rc = call->child_answer ? ag_session_resume(ex->rt, call->child_session, call->child_answer, -1, &ev, &j->child)
+                            : ag_session_adopt(ex->rt, call->child_session, &ev, &j->child);
+    if (rc < 0) ag_tool_output_fail(j->out, "the delegated session could not go on: %s", ag_strerror(rc));
+  } else if (!tpl) {
     ag_tool_output_fail(j->out, "no active agent template named %s", c->template_name);
   } else if (!task || !*task) {
     ag_tool_output_fail(j->out, "give the agent its task as {\"task\": \"...\"}");

@@ -4,8 +4,10 @@
  * holding a "task" string delegates: a call starts a child session of that template's active
  * version (its parent is the calling session), which runs to its end on an instance of the pool,
  * and the child's final answer and its sources are the tool's result. A failed child is an error
- * result saying why; a child that asks for a clarification returns its questions as the result
- * (the child waits, stored, for an answer through its own session id). Delegation is bounded:
+ * result saying why; a child that asks for a clarification returns its questions with its session
+ * id in ag_tool_output.awaiting_session: the calling session waits, and on resume the same call
+ * continues the child with the user's answer (ag_tool_call.child_session / child_answer), as it
+ * adopts a child that a restart interrupted. Delegation is bounded:
  * AG_MAX_DELEGATION_DEPTH levels, no template twice in a chain (a cycle), and the call's timeout
  * (the tool's own, else 10 minutes); cancelling the call (the parent was cancelled) cancels the
  * child. Loop thread only. */

@@ -95,6 +95,9 @@ void ag__session_free(ag_session *s) {
   free(s->parent_id);
   free(s->stage);
   free(s->route_to);
+  ag__session_workflow_free(s);
+  free(s->call_child);
+  free(s->call_answer);
   free(s->end_msg);
   free(s->resume_text);
   ag__session_exec_rec_deinit(&s->exec);
@@ -180,6 +183,8 @@ static void fill_rec(const ag_session *s, ag_session_rec *r) {
   r->error = s->error;
   r->created_at = s->created_at;
   r->updated_at = ag_unix_ms();
+  r->checkpoint = s->checkpoint;
+  r->wake_at = s->state == AG_SESSION_WAITING ? s->wake_at : 0;
 }
 
 static void on_committed(int err, void *ud);
@@ -320,7 +325,7 @@ void ag__session_finish(ag_session *s, int state, int err, const char *msg) {
   s->state = state;
   if (state == AG_SESSION_FAILED || state == AG_SESSION_ERROR || state == AG_SESSION_CANCELLED)
     ag__session_set_str(&s->error, msg);
-  if (s->pend_call_id && !s->has_finish) {
+  if (s->pend_call_id && !s->has_finish && !(state == AG_SESSION_WAITING && s->await_child)) {
     /* A plain call whose intent was committed and whose result is not: close its started row, so
      * that no reader takes it for a call still in flight. If the tool did run (the session ended
      * while its output was being stored), the row says what it returned; otherwise it never ran. */
@@ -356,8 +361,12 @@ void ag__session_deliver_end(ag_session *s) {
   if (!s->detached && s->ev.on_end) {
     const char *text = NULL;
     if (s->state == AG_SESSION_COMPLETED || s->state == AG_SESSION_FAILED) text = s->result;
-    if (s->state == AG_SESSION_WAITING && s->n_msgs) text = s->msgs[s->n_msgs - 1].content;
-    ag_run_end end = {s->end_err, s->started, s->state, s->started ? s->id : NULL, text, s->end_msg, s->run};
+    /* Waiting: the question asked (a child's or a workflow's is kept in result; the model's own is
+     * the last message). */
+    if (s->state == AG_SESSION_WAITING)
+      text = s->result ? s->result : s->n_msgs ? s->msgs[s->n_msgs - 1].content : NULL;
+    ag_run_end end = {
+        s->end_err, s->started, s->state, s->started ? s->id : NULL, text, s->end_msg, s->adopted ? s->total : s->run};
     if (s->end_err && !s->end_msg) end.error_message = ag_strerror(s->end_err);
     s->ev.on_end(&end, s->ev.ud);
   }
@@ -434,6 +443,12 @@ void ag__session_begin_step(ag_session *s) {
   bool ended = ag__session_apply_rule_effects(s, &ta);
   ag_rule_audit_deinit(&ta);
   if (ended) return;
+  if (t->kind == AG_KIND_WORKFLOW) {
+    /* A node per step; the graph's max_transitions caps them. */
+    s->iteration++;
+    ag__session_workflow_step(s); /* session_workflow.c */
+    return;
+  }
   /* Per run: max_steps LLM calls. Per session (runs resumed after clarifications or restarts add
    * up): max_steps iterations for each run a session can have. */
   long session_cap = (long)t->max_steps * (t->max_clarifications + 1);

@@ -78,6 +78,10 @@ void ag_runtime_free(ag_runtime *rt);
 typedef void (*ag_recover_fn)(int err, size_t n_resumed, void *ud);
 AG_MUST_CHECK int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, void *ud);
 
+/* Every interval_ms, waiting sessions whose wait has a deadline that passed (a workflow's human
+ * step with timeout_s) are loaded and escalated (agent/workflow.h). Stopped by shutdown. */
+AG_MUST_CHECK int ag_runtime_start_wakeups(ag_runtime *rt, uint64_t interval_ms);
+
 /* Counters for /metrics, since the runtime was made. */
 #define AG_TOOLS_HIST_BUCKETS 7 /* tools per prompt <= 1, 2, 4, 8, 16, 32, 64 */
 typedef struct ag_runtime_stats {
@@ -159,6 +163,13 @@ AG_MUST_CHECK int ag_session_start_child(ag_runtime *rt, ag_template *tpl, const
  * keeps the session's own. */
 AG_MUST_CHECK int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification,
                                     int stream_format, const ag_run_events *ev, ag_session **out);
+
+/* Attaches to the stored session `session_id` (a child that the caller's earlier run started) as
+ * its owner: a run left "running" by a restart goes on from its last committed step (events as for
+ * a start); a session that is waiting or has ended is reported at once through on_end with its
+ * stored state and text (on_start first, no instance taken). The usage an adopted session reports
+ * is its whole session's. AG_ESTATE when it is live here already. */
+AG_MUST_CHECK int ag_session_adopt(ag_runtime *rt, const char *session_id, const ag_run_events *ev, ag_session **out);
 
 /* The owner is gone (client disconnected): no more events are delivered (not even on_end), and
  * the session is cancelled (state cancelled, committed). */

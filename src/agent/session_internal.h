@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 #include "agent/pool.h"
 #include "agent/rules.h"
@@ -25,6 +26,8 @@
 
 struct ag_runtime {
   ag_runtime_config cfg;
+  uv_timer_t *wake_timer; /* the escalation sweep (ag_runtime_start_wakeups), or NULL */
+  uint64_t wake_interval_ms;
   ag_map live; /* id -> ag_session*, sessions with a run in progress */
   /* Sessions whose run ended here but whose final commit failed (the database was out of reach):
    * the row still says running, and the recovery sweep must not run them again in this process.
@@ -39,6 +42,8 @@ struct ag_runtime {
 enum step_kind { STEP_SGR, STEP_REASONING, STEP_ACTION };
 enum cancel_kind { CANCEL_NONE, CANCEL_CLIENT, CANCEL_USER, CANCEL_SHUTDOWN };
 enum phase { PH_LOADING, PH_ACQUIRE, PH_LLM, PH_COMMIT, PH_TOOL, PH_ENDING, PH_ENDED };
+/* Why a stored session is being loaded. */
+enum load_mode { LOAD_NONE, LOAD_RESUME, LOAD_RECOVER, LOAD_ADOPT, LOAD_WAKE };
 
 struct ag_session {
   ag_runtime *rt;
@@ -106,6 +111,20 @@ struct ag_session {
   char *end_msg;
   char *resume_text; /* clarification to apply after loading */
   bool recovering;   /* loaded at start-up to continue a run a crash interrupted */
+  int load_mode;     /* enum load_mode */
+  bool adopted;      /* attached to by its parent (ag_session_adopt): reports the session's usage */
+  /* Waiting for the answer to a delegated child's question: the pending call stays open (its
+   * started row is not closed) and the answer goes down to the child on resume. */
+  bool await_child;
+  char *call_child;  /* the next agent-tool call continues this stored child ... */
+  char *call_answer; /* ... giving it this answer (NULL: adopting it) */
+
+  /* Workflows (session_workflow.c). */
+  struct ag_wf_run *wf; /* the run's state, or NULL for the other kinds */
+  char *checkpoint;     /* its JSON as the next commit carries it (kept current by the workflow) */
+  int64_t wake_at;      /* Unix ms when a wait escalates, 0: never */
+  ag_session *wf_child; /* the child running an agent node */
+  uint64_t wf_t0;       /* when the node in flight started */
 
   /* Streaming of the answer out of the call in flight. */
   ag_json_scan scan;
@@ -182,6 +201,34 @@ void ag__session_route(ag_session *s);
 /* Cancels the hand-over in flight (cancel_session). */
 void ag__session_route_cancel(ag_session *s);
 
+/* ---------- session_run.c ---------- */
+
+/* The newest session that `s` delegated to (any state), from the store: cb gets it (owned, free
+ * with ag_session_rec_free) or NULL when there is none or the store failed. While the lookup
+ * runs the session is in PH_COMMIT with one callback pending. */
+typedef void (*ag__child_fn)(ag_session *s, ag_session_rec *child);
+AG_MUST_CHECK int ag__session_find_child(ag_session *s, ag__child_fn cb);
+/* The run goes on after loading, per load_mode (resume, recovery, wake). */
+void ag__session_started_then_step(ag_session *s);
+
+/* ---------- session_workflow.c ---------- */
+
+/* A workflow's step: runs the node the checkpoint is at, or ends the run. */
+void ag__session_workflow_step(ag_session *s);
+/* Loaded from the store (template known): the run's state from the stored checkpoint. */
+AG_MUST_CHECK int ag__session_workflow_load(ag_session *s, const char *checkpoint);
+/* A new run: the state at the entry node. */
+AG_MUST_CHECK int ag__session_workflow_init(ag_session *s);
+/* The user's answer to a waiting workflow (a human node, or a child's question). */
+void ag__session_workflow_resume(ag_session *s, char *answer);
+/* A waiting workflow loaded by the escalation sweep. */
+void ag__session_workflow_wake(ag_session *s);
+/* A recovered workflow goes on at the node it was at. */
+void ag__session_workflow_recover(ag_session *s);
+/* Cancels the node in flight (cancel_session); true if there was one. */
+bool ag__session_workflow_cancel(ag_session *s);
+void ag__session_workflow_free(ag_session *s);
+
 /* ---------- session_tools.c ---------- */
 
 void ag__session_free_sources(ag_session *s);
@@ -193,5 +240,8 @@ void ag__session_record_result(ag_session *s, const ag_tool *tool, const char *c
 void ag__session_execute_pending(ag_session *s);
 /* Continues a recovered run whose conversation ends in an unanswered plain call; false if none. */
 bool ag__session_recover_call(ag_session *s);
+/* A resumed run whose conversation ends in an unanswered call of an agent tool (the child asked
+ * a question): the answer goes down to that child; false if the run does not end so. */
+bool ag__session_resume_call(ag_session *s, char *answer);
 
 #endif

@@ -6,8 +6,10 @@
  * The choice is a forced call of a synthetic tool, route_to_agent, whose "agent" argument is an
  * enum of the candidates. An invalid choice (or none) falls back to meta.router.default, else to
  * the directory's first candidate. The choice is committed (the assistant's call and a tool
- * message naming the agent) before the child starts. A child that asks for a clarification ends
- * the router's run with the questions and the child's session id to answer them on. */
+ * message naming the agent) before the child starts. A child that asks for a clarification makes
+ * the router wait with its question; the user's answer to the router goes down to the child. A
+ * router resumed that way, or recovered after a restart, finds its choice committed and goes on
+ * with the child it had started (adopting it), so neither the choice nor the child is repeated. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,15 +62,10 @@ static void child_end(const ag_run_end *end, void *ud) {
     ag__session_complete_answer(s, s->result ? s->result : "");
     ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
   } else if (end->state == AG_SESSION_WAITING) {
-    char *msg = NULL;
-    size_t n = strlen(end->text ? end->text : "") + 200;
-    if ((msg = malloc(n)))
-      snprintf(msg, n, "%s\n\n(Answer on session %s.)", end->text ? end->text : "",
-               end->session_id ? end->session_id : "?");
-    ag__session_set_str(&s->result, msg ? msg : "the agent needs a clarification");
-    free(msg);
-    ag__session_complete_answer(s, s->result ? s->result : "");
-    ag__session_finish(s, AG_SESSION_COMPLETED, 0, NULL);
+    /* The child's question is the router's: the answer will go down to it. */
+    ag__session_set_str(&s->result, end->text ? end->text : "");
+    s->await_child = true;
+    ag__session_finish(s, AG_SESSION_WAITING, 0, NULL);
   } else {
     const char *why = end->error_message ? end->error_message : "the agent did not complete";
     ag__session_set_str(&s->result, end->text);
@@ -136,7 +133,47 @@ static void candidates(const ag_session *s, cands *c) {
 
 static void on_route_done(int err, ag_chat_result *res, const ag_llm_error *lerr, void *ud);
 
+/* The agent a committed choice named: the conversation ends with the routing tool's message. */
+static const char *committed_choice(const ag_session *s) {
+  const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+  return last && last->role == AG_ROLE_TOOL && last->name && strcmp(last->name, ROUTE_TOOL) == 0 ? last->content : NULL;
+}
+
+/* The child the committed choice started, if there is one (it was given the router's task). */
+static void on_route_child(ag_session *s, ag_session_rec *child) {
+  char *answer = s->call_answer;
+  s->call_answer = NULL;
+  if (s->cancel) {
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+  } else if (child && child->task && strcmp(child->task, s->task ? s->task : "") == 0) {
+    ag_run_events ev = {child_start, child_answer, child_progress, NULL, child_end, s};
+    bool waiting = ag_session_state_parse(child->state) == AG_SESSION_WAITING;
+    int rc = answer && waiting ? ag_session_resume(s->rt, child->id, answer, -1, &ev, &s->route_child)
+                               : ag_session_adopt(s->rt, child->id, &ev, &s->route_child);
+    if (rc < 0) {
+      ag__session_finish(s, AG_SESSION_ERROR, rc, "the chosen agent's session could not go on");
+    } else {
+      s->pending++;
+      s->phase = PH_TOOL;
+    }
+  } else {
+    hand_over(s); /* the choice was committed, the child never started */
+  }
+  free(answer);
+  ag_session_rec_free(child);
+}
+
 void ag__session_route(ag_session *s) {
+  const char *chosen = committed_choice(s);
+  if (chosen) {
+    ag__session_set_str(&s->route_to, chosen);
+    if (!s->route_to) {
+      ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+      return;
+    }
+    if (ag__session_find_child(s, on_route_child) < 0) on_route_child(s, NULL);
+    return;
+  }
   cands c;
   candidates(s, &c);
   if (c.n == 0) {

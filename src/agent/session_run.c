@@ -68,11 +68,23 @@ static void cancel_session(ag_session *s, int kind) {
   if (s->phase == PH_LLM && s->call) ag_llm_cancel(s->rt->cfg.provider, s->call);
   if (s->phase == PH_TOOL && s->tool_job) ag_tool_registry_cancel(s->rt->cfg.tools, s->pend_tool, s->tool_job);
   if (s->phase == PH_TOOL && s->route_child) ag__session_route_cancel(s);
+  if (s->phase == PH_TOOL && s->wf) (void)ag__session_workflow_cancel(s);
   /* PH_COMMIT and PH_LOADING see the flag in their callbacks. */
+}
+
+static void on_wake_closed(uv_handle_t *h) {
+  ag_runtime *rt = h->data;
+  free(h);
+  rt->ops--;
 }
 
 void ag_runtime_shutdown(ag_runtime *rt) {
   rt->shutting_down = true;
+  if (rt->wake_timer) {
+    uv_timer_stop(rt->wake_timer);
+    uv_close((uv_handle_t *)rt->wake_timer, on_wake_closed);
+    rt->wake_timer = NULL;
+  }
   size_t pos = 0;
   ag_session *s;
   while ((s = ag_map_next(&rt->live, &pos, NULL)))
@@ -102,6 +114,8 @@ static void started_then_step(ag_session *s) {
   ag__session_begin_step(s);
 }
 
+void ag__session_started_then_step(ag_session *s) { started_then_step(s); }
+
 static void begin_run(ag_session *s);
 static void resume_apply(ag_session *s);
 static void continue_recovered(ag_session *s);
@@ -130,6 +144,8 @@ static void after_instance(ag_session *s) {
     begin_run(s);
   } else if (s->recovering) {
     continue_recovered(s);
+  } else if (s->load_mode == LOAD_WAKE) {
+    ag__session_workflow_wake(s);
   } else {
     ag_log_info(s->id, "session resumed with a clarification");
     resume_apply(s);
@@ -248,6 +264,7 @@ int ag_session_start(ag_runtime *rt, ag_template *tpl, const ag_msg *input, size
     }
   }
   ag__session_set_str(&s->task, task);
+  if (tpl->kind == AG_KIND_WORKFLOW && ag__session_workflow_init(s) < 0) goto oom;
   if (ag_map_put(&rt->live, s->id, s) < 0) goto oom;
   rc = acquire(s);
   if (rc < 0) {
@@ -290,6 +307,32 @@ int ag_session_start_child(ag_runtime *rt, ag_template *tpl, const char *parent_
 /* ---------- resume ---------- */
 
 static void resume_apply(ag_session *s) {
+  /* A question that was not the model's own goes to whoever asked it. */
+  ag__session_set_str(&s->result, NULL);
+  if (s->wf) {
+    char *answer = s->resume_text;
+    s->resume_text = NULL;
+    ag__session_workflow_resume(s, answer);
+    return;
+  }
+  if (s->tpl->kind == AG_KIND_ROUTER) {
+    /* The question was the chosen agent's: the answer goes down to it (session_router.c). */
+    free(s->call_answer);
+    s->call_answer = s->resume_text;
+    s->resume_text = NULL;
+    s->state = AG_SESSION_RUNNING;
+    s->step = STEP_ACTION;
+    if (ag__session_commit(s, started_then_step) < 0)
+      ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
+    return;
+  }
+  {
+    /* A delegated child's question: the answer is the child's. */
+    char *answer = s->resume_text;
+    s->resume_text = NULL;
+    if (ag__session_resume_call(s, answer)) return;
+    s->resume_text = answer;
+  }
   ag_msg m = {0};
   m.role = AG_ROLE_USER;
   if (s->tpl->clarification_response) {
@@ -329,7 +372,11 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   } else if (!(s->tpl_name = strdup(rec->template_name))) {
     end_err = AG_ENOMEM;
     why = "out of memory";
-  } else if (ag_session_state_parse(rec->state) != (s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING)) {
+  } else if (s->load_mode == LOAD_ADOPT) {
+    /* Whatever it is: running goes on, anything else is reported as it is. */
+    s->recovering = ag_session_state_parse(rec->state) == AG_SESSION_RUNNING;
+  } else if (ag_session_state_parse(rec->state) != (s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING) ||
+             (s->load_mode == LOAD_WAKE && (rec->wake_at <= 0 || rec->wake_at > ag_unix_ms()))) {
     end_err = AG_ESTATE;
     why = s->recovering ? "the session is no longer running" : "the session is not waiting for clarification";
     s->state = ag_session_state_parse(rec->state);
@@ -337,7 +384,10 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   if (!end_err) {
     s->format = s->format >= 0 ? s->format : ag_stream_format_parse(rec->stream_format);
     if (s->format < 0) s->format = AG_FORMAT_OPENAI;
-    s->state = s->recovering ? AG_SESSION_RUNNING : AG_SESSION_WAITING;
+    s->state = s->load_mode == LOAD_ADOPT ? ag_session_state_parse(rec->state)
+               : s->recovering            ? AG_SESSION_RUNNING
+                                          : AG_SESSION_WAITING;
+    if (s->state < 0) end_err = AG_EDB;
     s->tpl_version = (int)rec->template_version;
     s->iteration = rec->iteration;
     s->searches_used = rec->searches_used;
@@ -351,6 +401,13 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
     rec->parent_id = NULL;
     s->stage = rec->stage;
     rec->stage = NULL;
+    s->result = rec->result;
+    rec->result = NULL;
+    s->error = rec->error;
+    rec->error = NULL;
+    s->checkpoint = rec->checkpoint;
+    rec->checkpoint = NULL;
+    s->wake_at = rec->wake_at;
     s->created_at = rec->created_at;
     for (size_t i = 0; !end_err && i < n; i++) {
       ag_msg m = {0};
@@ -381,6 +438,17 @@ static void on_loaded(int err, ag_session_rec *rec, ag_message_rec *msgs, size_t
   if (end_err) {
     s->end_err = end_err;
     ag__session_set_str(&s->end_msg, why);
+    s->phase = PH_ENDING;
+    ag__session_deliver_end(s);
+    return;
+  }
+  if (s->load_mode == LOAD_ADOPT && !s->recovering) {
+    /* Waiting or over: its outcome as stored, no run. */
+    s->started = true;
+    if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl_name, s->format, s->ev.ud);
+    if (s->state == AG_SESSION_FAILED || s->state == AG_SESSION_ERROR || s->state == AG_SESSION_CANCELLED)
+      ag__session_set_str(&s->end_msg, s->error ? s->error : ag_session_state_name(s->state));
+    s->end_err = s->state == AG_SESSION_COMPLETED || s->state == AG_SESSION_WAITING ? 0 : AG_EUPSTREAM;
     s->phase = PH_ENDING;
     ag__session_deliver_end(s);
     return;
@@ -427,6 +495,14 @@ static void template_ready(ag_session *s, int err, ag_template *t) {
     ag__session_finish(s, AG_SESSION_ERROR, AG_ENOTFOUND, "the session's template version no longer exists");
     return;
   }
+  if (rc == 0 && t && t->kind == AG_KIND_WORKFLOW) {
+    rc = ag__session_workflow_load(s, s->checkpoint);
+    if (rc < 0) {
+      s->phase = PH_COMMIT;
+      ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "the workflow's stored checkpoint does not fit its graph");
+      return;
+    }
+  }
   if (rc == 0) rc = acquire(s);
   if (rc < 0) {
     s->end_err = rc;
@@ -445,6 +521,10 @@ static void continue_recovered(ag_session *s) {
   s->step = STEP_ACTION;
   s->started = true;
   if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
+  if (s->wf) {
+    ag__session_workflow_recover(s);
+    return;
+  }
   if (ag__session_recover_call(s)) return;
   const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
   const ag_tool *lt = last && last->role == AG_ROLE_TOOL ? ag_tool_registry_find(s->rt->cfg.tools, last->name) : NULL;
@@ -455,13 +535,15 @@ static void continue_recovered(ag_session *s) {
 
 /* Creates a live session in the loading phase and asks the store for it; on_loaded goes on.
  * `resume_text` is the clarification to apply, or NULL when recovering a running session. */
-static int load_live(ag_runtime *rt, const char *id, const char *resume_text, int stream_format,
+static int load_live(ag_runtime *rt, const char *id, int mode, const char *resume_text, int stream_format,
                      const ag_run_events *ev, ag_session **out) {
   ag_session *s = session_new(rt, ev);
   if (!s) return AG_ENOMEM;
   s->id = strdup(id);
   s->resume_text = resume_text ? strdup(resume_text) : NULL;
-  s->recovering = !resume_text;
+  s->load_mode = mode;
+  s->recovering = mode == LOAD_RECOVER;
+  s->adopted = mode == LOAD_ADOPT;
   s->format = stream_format;
   s->phase = PH_LOADING;
   if (!s->id || (resume_text && !s->resume_text) || ag_map_put(&rt->live, s->id, s) < 0) {
@@ -482,7 +564,52 @@ static int load_live(ag_runtime *rt, const char *id, const char *resume_text, in
 int ag_session_resume(ag_runtime *rt, const char *session_id, const char *clarification, int stream_format,
                       const ag_run_events *ev, ag_session **out) {
   if (ag_map_get(&rt->live, session_id)) return AG_ESTATE;
-  return load_live(rt, session_id, clarification ? clarification : "", stream_format, ev, out);
+  return load_live(rt, session_id, LOAD_RESUME, clarification ? clarification : "", stream_format, ev, out);
+}
+
+int ag_session_adopt(ag_runtime *rt, const char *session_id, const ag_run_events *ev, ag_session **out) {
+  if (ag_map_get(&rt->live, session_id)) return AG_ESTATE;
+  return load_live(rt, session_id, LOAD_ADOPT, NULL, -1, ev, out);
+}
+
+/* ---------- children ---------- */
+
+typedef struct child_op {
+  ag_session *s;
+  ag__child_fn cb;
+} child_op;
+
+static void on_children_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
+  child_op op = *(child_op *)ud;
+  free(ud);
+  op.s->pending--;
+  ag_session_rec *child = NULL;
+  if (err == 0 && n > 0 && (child = malloc(sizeof *child))) {
+    *child = recs[0];
+    memset(&recs[0], 0, sizeof recs[0]);
+  }
+  ag_session_recs_free(recs, n);
+  if (op.s->phase == PH_ENDED) {
+    ag_session_rec_free(child);
+    ag__session_maybe_free(op.s);
+    return;
+  }
+  op.cb(op.s, child);
+}
+
+int ag__session_find_child(ag_session *s, ag__child_fn cb) {
+  child_op *op = malloc(sizeof *op);
+  if (!op) return AG_ENOMEM;
+  *op = (child_op){s, cb};
+  ag_session_filter f = {.parent_id = s->id, .limit = 1};
+  int rc = ag_store_list_sessions_by(s->rt->cfg.store, &f, on_children_listed, op);
+  if (rc < 0) {
+    free(op);
+    return rc;
+  }
+  s->pending++;
+  s->phase = PH_COMMIT;
+  return 0;
 }
 
 /* ---------- recovery at start-up ---------- */
@@ -497,7 +624,15 @@ typedef struct recover_op {
 static int recover_one(ag_runtime *rt, const char *id) {
   if (ag_map_get(&rt->live, id) || ag_map_get(&rt->stranded, id)) return 1;
   ag_run_events none = {0};
-  return load_live(rt, id, NULL, -1, &none, NULL);
+  return load_live(rt, id, LOAD_RECOVER, NULL, -1, &none, NULL);
+}
+
+/* A child whose parent is being recovered too is left to the parent, which adopts it (and reads
+ * its answer); run on its own, nobody would. */
+static bool parent_listed(const ag_session_rec *recs, size_t n, const char *parent_id) {
+  for (size_t i = 0; parent_id && i < n; i++)
+    if (strcmp(recs[i].id, parent_id) == 0) return true;
+  return false;
 }
 
 static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
@@ -505,6 +640,7 @@ static void on_running_listed(int err, ag_session_rec *recs, size_t n, void *ud)
   op->rt->ops--;
   size_t started = 0;
   for (size_t i = 0; err == 0 && !op->rt->shutting_down && i < n; i++) {
+    if (parent_listed(recs, n, recs[i].parent_id)) continue;
     int rc = recover_one(op->rt, recs[i].id);
     if (rc < 0)
       ag_log_error(recs[i].id, "could not resume the session: %s", ag_strerror(rc));
@@ -527,6 +663,43 @@ int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_recover_fn done, 
     return rc;
   }
   rt->ops++;
+  return 0;
+}
+
+/* ---------- escalation sweep ---------- */
+
+static void on_due_listed(int err, ag_session_rec *recs, size_t n, void *ud) {
+  ag_runtime *rt = ud;
+  rt->ops--;
+  for (size_t i = 0; err == 0 && !rt->shutting_down && i < n; i++) {
+    if (ag_map_get(&rt->live, recs[i].id)) continue;
+    ag_run_events none = {0};
+    int rc = load_live(rt, recs[i].id, LOAD_WAKE, NULL, -1, &none, NULL);
+    if (rc < 0) ag_log_error(recs[i].id, "could not wake the session: %s", ag_strerror(rc));
+  }
+  ag_session_recs_free(recs, n);
+}
+
+static void on_wake_tick(uv_timer_t *t) {
+  ag_runtime *rt = t->data;
+  if (rt->shutting_down) return;
+  ag_session_filter f = {.state = ag_session_state_name(AG_SESSION_WAITING), .wake_due = ag_unix_ms(), .limit = 64};
+  if (ag_store_list_sessions_by(rt->cfg.store, &f, on_due_listed, rt) == 0) rt->ops++;
+}
+
+int ag_runtime_start_wakeups(ag_runtime *rt, uint64_t interval_ms) {
+  if (rt->wake_timer) return 0;
+  uv_timer_t *t = malloc(sizeof *t);
+  if (!t) return AG_ENOMEM;
+  if (uv_timer_init(rt->cfg.loop, t) != 0) {
+    free(t);
+    return AG_EIO;
+  }
+  t->data = rt;
+  rt->wake_timer = t;
+  rt->wake_interval_ms = interval_ms ? interval_ms : 1000;
+  rt->ops++; /* the handle, until it is closed */
+  uv_timer_start(t, on_wake_tick, rt->wake_interval_ms, rt->wake_interval_ms);
   return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/buf.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/util.h"
 #include "store/runtime.h"
@@ -126,6 +127,20 @@ static void on_tool_done(int err, ag_tool_output *out, void *ud) {
   s->total.total_tokens += u.total_tokens;
   if (s->cancel) {
     ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  if (out->awaiting_session && !out->is_error) {
+    /* The delegated agent asks the user: this session waits with its question, the call stays
+     * open, and the answer goes down to the child when the user gives it (resume_call). */
+    ag__session_emit_progress(s, "The delegated agent (session %s) asks: %s", out->awaiting_session,
+                              ag_buf_cstr(&out->text));
+    ag__session_set_str(&s->result, ag_buf_cstr(&out->text));
+    s->await_child = true;
+    s->tool_out = NULL;
+    ag_tool_output_free(out);
+    ag_tool_release(s->pend_tool);
+    s->pend_tool = NULL;
+    ag__session_finish(s, AG_SESSION_WAITING, 0, NULL);
     return;
   }
   s->next_artifact = 0;
@@ -291,8 +306,12 @@ static void start_tool(ag_session *s) {
                        .sources = s->sources,
                        .n_sources = s->n_sources,
                        .progress = on_tool_progress,
-                       .progress_ud = s};
+                       .progress_ud = s,
+                       .child_session = s->call_child,
+                       .child_answer = s->call_answer};
   int rc = ag_tool_registry_call(s->rt->cfg.tools, tool, &call, on_tool_done, s, &s->tool_job);
+  ag__session_set_str(&s->call_child, NULL);
+  ag__session_set_str(&s->call_answer, NULL);
   if (rc < 0) {
     ag_log_warn(s->id, "could not start %s: %s", tool->name, ag_strerror(rc));
     ag_tool_output *out = ag_tool_output_new(4096);
@@ -313,16 +332,99 @@ static void start_tool(ag_session *s) {
  * the tool may or may not have run. An idempotent tool is simply run again; any other is not
  * repeated, and the model is told the call was interrupted. Returns false if there is no such
  * call (the conversation ends between two steps). */
-bool ag__session_recover_call(ag_session *s) {
+/* The conversation's open call (an assistant call without its result) into s->pend_*; its tool
+ * (NULL if the catalog no longer has it) in *tool. False if the conversation has none, or when
+ * out of memory (the run is then ended). */
+static bool take_open_call(ag_session *s, const ag_tool **tool, bool *oom) {
   const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+  *oom = false;
   if (!last || last->role != AG_ROLE_ASSISTANT || last->n_tool_calls == 0) return false;
   const ag_llm_tool_call *tc = &last->tool_calls[0];
-  const ag_tool *tool = ag_tool_registry_find(s->rt->cfg.tools, tc->name ? tc->name : "");
+  *tool = ag_tool_registry_find(s->rt->cfg.tools, tc->name ? tc->name : "");
   ag__session_set_str(&s->pend_call_id, tc->id ? tc->id : "");
-  ag__session_set_str(&s->pend_name, tool ? tool->name : (tc->name ? tc->name : ""));
+  ag__session_set_str(&s->pend_name, *tool ? (*tool)->name : (tc->name ? tc->name : ""));
   ag__session_set_str(&s->pend_args, tc->arguments ? tc->arguments : "{}");
   if (!s->pend_call_id || !s->pend_name || !s->pend_args) {
     ag__session_finish(s, AG_SESSION_ERROR, AG_ENOMEM, "out of memory");
+    *oom = true;
+  }
+  return true;
+}
+
+static bool is_agent_tool(const ag_tool *t) {
+  const char *kind = t ? ag_tool_executor_kind(t) : NULL;
+  return kind && strcmp(kind, "agent") == 0;
+}
+
+/* The child an earlier run of the open agent call started: continued with s->call_answer, or
+ * adopted (it was running when the server stopped, or ended without its result being recorded
+ * here). Without one, the call never got as far as starting it and is simply made. */
+static void on_call_child(ag_session *s, ag_session_rec *child) {
+  if (s->cancel) {
+    ag_session_rec_free(child);
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return;
+  }
+  /* The newest child is this call's only if it was given this call's task (an earlier call's
+   * child is not). */
+  ag_json *args = ag_json_parse(s->pend_args, strlen(s->pend_args), NULL, 0);
+  const char *task = ag_json_get_str(args, "task");
+  if (child && (!task || !child->task || strcmp(task, child->task) != 0)) {
+    ag_session_rec_free(child);
+    child = NULL;
+  }
+  ag_json_free(args);
+  if (child) {
+    ag__session_set_str(&s->call_child, child->id);
+    /* Only a child still waiting takes the answer; any other is adopted as it is. */
+    if (ag_session_state_parse(child->state) != AG_SESSION_WAITING) ag__session_set_str(&s->call_answer, NULL);
+  } else if (s->call_answer) {
+    ag_log_warn(s->id, "the delegated session of call %s is gone; the call is made again", s->pend_call_id);
+    ag__session_set_str(&s->call_answer, NULL);
+  }
+  ag_session_rec_free(child);
+  ag__session_execute_pending(s);
+}
+
+static void find_call_child(ag_session *s) {
+  if (ag__session_find_child(s, on_call_child) < 0) on_call_child(s, NULL);
+}
+
+static void after_resume_commit(ag_session *s) {
+  s->started = true;
+  if (!s->detached && s->ev.on_start) s->ev.on_start(s->id, s->tpl->name, s->format, s->ev.ud);
+  find_call_child(s);
+}
+
+bool ag__session_resume_call(ag_session *s, char *answer) {
+  const ag_tool *tool = NULL;
+  bool oom;
+  const ag_msg *last = s->n_msgs ? &s->msgs[s->n_msgs - 1] : NULL;
+  if (!last || last->role != AG_ROLE_ASSISTANT || last->n_tool_calls == 0) return false;
+  if (!is_agent_tool(ag_tool_registry_find(s->rt->cfg.tools, last->tool_calls[0].name ? last->tool_calls[0].name : "")))
+    return false;
+  if (!take_open_call(s, &tool, &oom) || oom) {
+    free(answer);
+    return true;
+  }
+  free(s->call_answer);
+  s->call_answer = answer;
+  s->state = AG_SESSION_RUNNING;
+  s->step = STEP_ACTION;
+  ag_log_info(s->id, "the user's answer goes down to the delegated agent of call %s", s->pend_call_id);
+  if (ag__session_commit(s, after_resume_commit) < 0)
+    ag__session_finish(s, AG_SESSION_ERROR, AG_EDB, "could not queue the commit");
+  return true;
+}
+
+bool ag__session_recover_call(ag_session *s) {
+  const ag_tool *tool = NULL;
+  bool oom;
+  if (!take_open_call(s, &tool, &oom)) return false;
+  if (oom) return true;
+  if (is_agent_tool(tool)) {
+    /* The delegated session carries on where it was (or gives the answer it reached). */
+    find_call_child(s);
     return true;
   }
   if (tool && tool->idempotent) {

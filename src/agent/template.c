@@ -7,10 +7,11 @@
 #include <time.h>
 
 #include "agent/rules.h"
+#include "agent/workflow.h"
 #include "base/buf.h"
 #include "base/util.h"
 
-static const char *const kind_names[] = {"sgr", "tool_calling", "sgr_tool_calling", "router"};
+static const char *const kind_names[] = {"sgr", "tool_calling", "sgr_tool_calling", "router", "workflow"};
 static const char *const format_names[] = {"openai", "sgr"};
 static const char *const retrieval_names[] = {"all", "bm25", "vector", "hybrid"};
 
@@ -20,8 +21,10 @@ static int parse_name(const char *s, const char *const *names, int n) {
   return -1;
 }
 
-const char *ag_agent_kind_name(int kind) { return kind >= 0 && kind < 4 ? kind_names[kind] : "unknown"; }
-int ag_agent_kind_parse(const char *s) { return parse_name(s, kind_names, 4); }
+const char *ag_agent_kind_name(int kind) {
+  return kind >= 0 && kind < (int)AG_ARRAY_LEN(kind_names) ? kind_names[kind] : "unknown";
+}
+int ag_agent_kind_parse(const char *s) { return parse_name(s, kind_names, (int)AG_ARRAY_LEN(kind_names)); }
 const char *ag_stream_format_name(int f) { return f >= 0 && f < 2 ? format_names[f] : "openai"; }
 int ag_stream_format_parse(const char *s) { return parse_name(s, format_names, 2); }
 const char *ag_retrieval_name(int r) { return r >= 0 && r < 4 ? retrieval_names[r] : "all"; }
@@ -65,6 +68,7 @@ void ag_template_free(ag_template *t) {
   free(t->meta);
   free(t->route_default);
   free_strv(t->tags, t->n_tags);
+  ag_workflow_free(t->workflow);
   free(t);
 }
 

@@ -18,8 +18,15 @@
 #include "base/err.h"
 
 /* A router (seed 001's "secretary") does no work itself: it picks an agent for the request through
- * the agent directory and hands the session over (agent/session_router.c). */
-enum ag_agent_kind { AG_KIND_SGR = 0, AG_KIND_TOOL_CALLING = 1, AG_KIND_SGR_TOOL_CALLING = 2, AG_KIND_ROUTER = 3 };
+ * the agent directory and hands the session over (agent/session_router.c). A workflow runs a graph
+ * of agents, tools and human steps over a shared state (agent/workflow.h). */
+enum ag_agent_kind {
+  AG_KIND_SGR = 0,
+  AG_KIND_TOOL_CALLING = 1,
+  AG_KIND_SGR_TOOL_CALLING = 2,
+  AG_KIND_ROUTER = 3,
+  AG_KIND_WORKFLOW = 4,
+};
 enum ag_stream_format { AG_FORMAT_OPENAI = 0, AG_FORMAT_SGR = 1 };
 /* How the tools of a step are chosen (tool_policy.retrieval). "all" offers every tool the policy
  * lets through; the others rank the catalog against the step (the tool-search issue). */
@@ -93,6 +100,7 @@ typedef struct ag_template {
   int route_top_k;          /* router: meta.router.candidates, how many agents the model chooses from */
   char **tags;              /* meta.tags */
   size_t n_tags;
+  struct ag_workflow *workflow; /* kind workflow: the compiled graph (agent/workflow.h), else NULL */
 } ag_template;
 
 /* A new, empty template with one reference (strings NULL, limits 0: fill it in, then call

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agent/rules.h"
+#include "agent/workflow.h"
 #include "base/buf.h"
 #include "base/util.h"
 #include "store/catalog.h"
@@ -118,9 +119,9 @@ static int get_names(const ag_json *obj, const char *key, const char *path, size
   return 0;
 }
 
-static const char *const root_keys[] = {"name",    "description", "kind",  "stream_format", "prompts", "system_prompt",
-                                        "llm",     "limits",      "tools", "tool_policy",   "rules",   "meta",
-                                        "version", NULL};
+static const char *const root_keys[] = {"name",          "description", "kind",    "stream_format", "prompts",
+                                        "system_prompt", "llm",         "limits",  "tools",         "tool_policy",
+                                        "rules",         "meta",        "version", "workflow",      NULL};
 static const char *const prompt_keys[] = {"system", "initial_request", "clarification_response", NULL};
 static const char *const llm_keys[] = {"model", "temperature", "max_tokens", "params", NULL};
 static const char *const limit_keys[] = {"max_iterations", "max_clarifications", "max_searches",
@@ -221,8 +222,8 @@ static int parse_limits(const ag_json *root, ag_template *t, ag_errbuf *e) {
 
 static int parse_tools(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *tools = ag_json_get(root, "tools");
-  /* A router calls no tool of its own: its list may be empty. */
-  bool empty_ok = t->kind == AG_KIND_ROUTER;
+  /* A router or a workflow calls no tool of its own: its list may be empty. */
+  bool empty_ok = t->kind == AG_KIND_ROUTER || t->kind == AG_KIND_WORKFLOW;
   if (empty_ok && !tools) {
     t->tools = calloc(1, sizeof *t->tools);
     t->tool_required = calloc(1, sizeof *t->tool_required);
@@ -287,6 +288,8 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, ag_errbuf *e) {
   if (rc < 0 || !meta || ag_json_is(meta, AG_JSON_NULL)) return rc;
   if (ag_json_get(meta, "description"))
     return ag_errbuf_set(e, "meta.description: give the description at the top level");
+  if (ag_json_get(meta, "workflow"))
+    return ag_errbuf_set(e, "meta.workflow: give the graph at the top level (workflow)");
   char *display = NULL;
   rc = get_text(meta, "display_name", "meta.display_name", 256, false, &display, e);
   free(display);
@@ -328,6 +331,18 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, ag_errbuf *e) {
   return rc;
 }
 
+/* A workflow's graph (agent/workflow.h): required for kind workflow, refused for the others. */
+static int parse_workflow(const ag_json *root, ag_template *t, ag_errbuf *e) {
+  ag_json *wf = ag_json_get(root, "workflow");
+  if (t->kind != AG_KIND_WORKFLOW)
+    return wf && !ag_json_is(wf, AG_JSON_NULL) ? ag_errbuf_set(e, "workflow is for templates of kind workflow") : 0;
+  if (!ag_json_is(wf, AG_JSON_OBJECT)) return ag_errbuf_set(e, "workflow: a template of kind workflow needs its graph");
+  char why[400];
+  int rc = ag_workflow_compile(wf, &t->workflow, why, sizeof why);
+  if (rc < 0 && rc != AG_ENOMEM) ag_errbuf_set(e, "%s", why);
+  return rc;
+}
+
 int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size_t errlen) {
   ag_errbuf e = {err, errlen};
   if (err && errlen) err[0] = '\0';
@@ -344,7 +359,7 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   } else if (!(t->name = strdup(name))) {
     rc = AG_ENOMEM;
   } else if ((t->kind = ag_agent_kind_parse(ag_json_get_str(doc, "kind"))) < 0) {
-    rc = ag_errbuf_set(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling, router");
+    rc = ag_errbuf_set(&e, "kind must be one of sgr, tool_calling, sgr_tool_calling, router, workflow");
   } else if (ag_json_get(doc, "stream_format") &&
              (t->stream_format = ag_stream_format_parse(ag_json_get_str(doc, "stream_format"))) < 0) {
     rc = ag_errbuf_set(&e, "stream_format must be openai or sgr");
@@ -357,6 +372,7 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   if (rc == 0) rc = parse_limits(doc, t, &e);
   if (rc == 0) rc = parse_tools(doc, t, &e);
   if (rc == 0) rc = parse_rules_meta(doc, t, &e);
+  if (rc == 0) rc = parse_workflow(doc, t, &e);
   if (rc == 0) {
     /* Validated when the template is saved, compiled once per version (the limits are final:
      * parse_limits gave them their defaults). */
@@ -494,6 +510,7 @@ ag_json *ag_template_doc_json(const ag_template *t) {
   if (rc == 0) rc = ag_json_set_take(d, "tool_policy", policy_json(t, true));
   if (rc == 0) rc = ag_json_set_take(d, "rules", parse_col(t->rules ? t->rules : "[]"));
   if (rc == 0) rc = ag_json_set_take(d, "meta", parse_col(t->meta ? t->meta : "{}"));
+  if (rc == 0 && t->workflow) rc = ag_json_set_take(d, "workflow", parse_col(ag_workflow_text(t->workflow)));
   if (rc < 0) {
     ag_json_free(d);
     return NULL;
@@ -528,10 +545,12 @@ static char *dump_take(ag_json *j) {
 
 int ag_template_to_version_rec(const ag_template *t, const bool *linked, ag_template_version_rec *out) {
   memset(out, 0, sizeof *out);
-  /* The kind column predates routers (its CHECK knows three kinds, and widening it means a table
-   * rebuild on SQLite): a router is stored as tool_calling with meta.router, which
-   * ag_template_from_version_rec reads back as kind router. */
-  out->kind = strdup(ag_agent_kind_name(t->kind == AG_KIND_ROUTER ? AG_KIND_TOOL_CALLING : t->kind));
+  /* The kind column predates routers and workflows (its CHECK knows three kinds, and widening it
+   * means a table rebuild on SQLite): a router is stored as tool_calling with meta.router, a
+   * workflow as tool_calling with its graph in meta.workflow; ag_template_from_version_rec reads
+   * them back as their kinds. */
+  bool newer_kind = t->kind == AG_KIND_ROUTER || t->kind == AG_KIND_WORKFLOW;
+  out->kind = strdup(ag_agent_kind_name(newer_kind ? AG_KIND_TOOL_CALLING : t->kind));
   out->stream_format = strdup(ag_stream_format_name(t->stream_format));
   out->prompts = dump_take(prompts_json(t));
   out->llm = dump_take(llm_json(t));
@@ -565,6 +584,10 @@ int ag_template_to_version_rec(const ag_template *t, const bool *linked, ag_temp
   ag_json *meta = parse_col(t->meta ? t->meta : "{}");
   if (meta && t->kind == AG_KIND_ROUTER && !ag_json_get(meta, "router") &&
       ag_json_set_take(meta, "router", ag_json_object_new()) < 0) {
+    ag_json_free(meta);
+    meta = NULL;
+  }
+  if (meta && t->workflow && ag_json_set_take(meta, "workflow", parse_col(ag_workflow_text(t->workflow))) < 0) {
     ag_json_free(meta);
     meta = NULL;
   }
@@ -611,7 +634,17 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
   if (router && ag_json_is(ag_json_get(meta, "router"), AG_JSON_OBJECT) &&
       ag_json_len(ag_json_get(meta, "router")) == 0)
     ag_json_del(meta, "router");
-  if (rc == 0) rc = ag_json_set_take(doc, "kind", ag_json_string_new(router ? "router" : v->kind ? v->kind : ""));
+  bool workflow = v->kind && strcmp(v->kind, "tool_calling") == 0 && ag_json_get(meta, "workflow");
+  if (rc == 0 && workflow) {
+    rc = ag_json_set_take(doc, "workflow", ag_json_ref(ag_json_get(meta, "workflow")));
+    if (rc == 0) ag_json_del(meta, "workflow");
+  }
+  if (rc == 0)
+    rc = ag_json_set_take(doc, "kind",
+                          ag_json_string_new(router     ? "router"
+                                             : workflow ? "workflow"
+                                             : v->kind  ? v->kind
+                                                        : ""));
   if (rc == 0)
     rc = ag_json_set_take(doc, "stream_format", ag_json_string_new(v->stream_format ? v->stream_format : ""));
   const struct {

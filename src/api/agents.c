@@ -139,6 +139,15 @@ static void on_state(int err, ag_session_rec *r, ag_message_rec *msgs, size_t n,
   if (rc == 0) rc = ag_json_set_take(o, "template", ag_json_string_new(r->template_name));
   if (rc == 0) rc = ag_json_set_take(o, "template_version", ag_json_int_new(r->template_version));
   if (rc == 0) rc = ag_json_set_take(o, "stream_format", ag__api_str_or_null(r->stream_format));
+  if (rc == 0) rc = ag_json_set_take(o, "stage", ag__api_str_or_null(r->stage));
+  if (rc == 0) rc = ag_json_set_take(o, "parent_id", ag__api_str_or_null(r->parent_id));
+  /* A workflow's checkpoint: the node it is at, the shared state, the counters. */
+  ag_json *ckpt = r->checkpoint ? ag_json_parse(r->checkpoint, strlen(r->checkpoint), NULL, 0) : NULL;
+  if (rc == 0)
+    rc = ag_json_set_take(o, "workflow", ckpt ? ckpt : ag_json_null_new());
+  else
+    ag_json_free(ckpt);
+  if (rc == 0 && r->wake_at > 0) rc = ag_json_set_take(o, "escalates_at", ag__api_iso_time(r->wake_at));
   if (rc == 0) rc = ag_json_set_take(usage, "prompt_tokens", ag_json_int_new(r->prompt_tokens));
   if (rc == 0) rc = ag_json_set_take(usage, "completion_tokens", ag_json_int_new(r->completion_tokens));
   if (rc == 0) rc = ag_json_set_take(usage, "total_tokens", ag_json_int_new(r->total_tokens));

@@ -36,6 +36,7 @@ void ag_config_defaults(ag_config *c) {
   c->retention_max_age_s = 0;
   c->retention_interval_s = 3600;
   c->recovery_interval_s = 30;
+  c->wake_interval_ms = 1000;
   c->tool_timeout_ms = 30000;
   c->tool_max_output_bytes = 256u << 10;
   c->pool_max_instances = 64;
@@ -133,6 +134,7 @@ static const setting settings[] = {
     {"AGENTD_RETENTION_MAX_AGE_S", "retention_max_age_s", 1, OFF(retention_max_age_s)},
     {"AGENTD_RETENTION_INTERVAL_S", "retention_interval_s", 1, OFF(retention_interval_s)},
     {"AGENTD_RECOVERY_INTERVAL_S", "recovery_interval_s", 1, OFF(recovery_interval_s)},
+    {"AGENTD_WAKE_INTERVAL_MS", "wake_interval_ms", 1, OFF(wake_interval_ms)},
     {"AGENTD_TOOL_TIMEOUT_MS", "tool_timeout_ms", 1, OFF(tool_timeout_ms)},
     {"AGENTD_TOOL_MAX_OUTPUT_BYTES", "tool_max_output_bytes", 3, OFF(tool_max_output_bytes)},
     {"AGENTD_ALLOW_PRIVATE_HOSTS", "allow_private_hosts", 6, OFF(allow_private_hosts)},

@@ -38,6 +38,7 @@ typedef struct ag_config {
   uint64_t retention_max_age_s;   /* prune sessions idle longer than this; 0 = keep forever */
   uint64_t retention_interval_s;  /* how often the server prunes */
   uint64_t recovery_interval_s;   /* how often orphaned running sessions are resumed; 0 = only at start */
+  uint64_t wake_interval_ms;      /* how often waits past their deadline are escalated (workflows) */
   uint64_t tool_timeout_ms;       /* default per tool call */
   size_t tool_max_output_bytes;   /* default cap on a tool result */
   bool allow_private_hosts;       /* let http/web tools reach loopback/private addresses (tests) */

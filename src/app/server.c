@@ -603,6 +603,12 @@ int ag_server_run(const ag_config *cfg) {
     goto fail;
   }
 
+  /* Waits past their deadline (a workflow's human step) escalate. */
+  if ((rc = ag_runtime_start_wakeups(srv.runtime, cfg->wake_interval_ms ? cfg->wake_interval_ms : 1000)) < 0) {
+    ag_log_error(NULL, "cannot start the escalation sweep: %s", ag_strerror(rc));
+    goto fail;
+  }
+
   ag_http_server_config hc;
   ag_http_server_config_default(&hc);
   hc.host = cfg->listen_host;

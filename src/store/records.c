@@ -25,6 +25,7 @@ void ag_session_rec_deinit(ag_session_rec *s) {
   free(s->parent_id);
   free(s->thread_id);
   free(s->stage);
+  free(s->checkpoint);
   free(s->current_step_reasoning);
   free(s->result);
   free(s->error);
@@ -66,7 +67,7 @@ int ag_session_rec_copy(ag_session_rec *dst, const ag_session_rec *src) {
   /* Scalars first, then each string over the top, so a half-done copy is always safe to deinit. */
   *dst = *src;
   dst->id = dst->template_name = dst->state = dst->task = dst->stream_format = dst->parent_id = NULL;
-  dst->thread_id = dst->stage = NULL;
+  dst->thread_id = dst->stage = dst->checkpoint = NULL;
   dst->current_step_reasoning = dst->result = dst->error = NULL;
   int rc;
   if ((rc = dup_opt(&dst->id, src->id)) < 0) goto fail;
@@ -80,6 +81,7 @@ int ag_session_rec_copy(ag_session_rec *dst, const ag_session_rec *src) {
   if ((rc = dup_opt(&dst->current_step_reasoning, src->current_step_reasoning)) < 0) goto fail;
   if ((rc = dup_opt(&dst->result, src->result)) < 0) goto fail;
   if ((rc = dup_opt(&dst->error, src->error)) < 0) goto fail;
+  if ((rc = dup_opt(&dst->checkpoint, src->checkpoint)) < 0) goto fail;
   return 0;
 fail:
   ag_session_rec_deinit(dst);

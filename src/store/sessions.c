@@ -18,7 +18,7 @@
 
 static const char sql_upsert_session[] =
     "INSERT INTO sessions (" AG__SESSION_COLS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) "
     "ON CONFLICT (id) DO UPDATE SET template_name = excluded.template_name, "
     "template_version = excluded.template_version, state = excluded.state, task = excluded.task, "
     "stream_format = excluded.stream_format, parent_id = excluded.parent_id, thread_id = excluded.thread_id, "
@@ -26,7 +26,8 @@ static const char sql_upsert_session[] =
     "clarifications_used = excluded.clarifications_used, prompt_tokens = excluded.prompt_tokens, "
     "completion_tokens = excluded.completion_tokens, total_tokens = excluded.total_tokens, "
     "current_step_reasoning = excluded.current_step_reasoning, result = excluded.result, "
-    "error = excluded.error, updated_at = excluded.updated_at";
+    "error = excluded.error, updated_at = excluded.updated_at, checkpoint = excluded.checkpoint, "
+    "wake_at = excluded.wake_at";
 
 static const char sql_insert_message[] =
     "INSERT INTO session_messages (session_id, seq, role, content, tool_calls, tool_call_id, name, created_at) "
@@ -66,10 +67,12 @@ static const char sql_load_messages[] = "SELECT seq, role, content, tool_calls, 
 /* Ties between sessions created in the same millisecond: the later insert first. */
 static const char sql_list_sqlite[] =
     "SELECT " AG__SESSION_COLS " FROM sessions WHERE (CAST(?3 AS TEXT) IS NULL OR state = ?3) "
-    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) ORDER BY created_at DESC, rowid DESC LIMIT ?1 OFFSET ?2";
+    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) AND (CAST(?5 AS TEXT) IS NULL OR parent_id = ?5) "
+    "AND (?6 = 0 OR wake_at <= ?6) ORDER BY created_at DESC, rowid DESC LIMIT ?1 OFFSET ?2";
 static const char sql_list_pg[] =
     "SELECT " AG__SESSION_COLS " FROM sessions WHERE (CAST(?3 AS TEXT) IS NULL OR state = ?3) "
-    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) ORDER BY created_at DESC, row_seq DESC LIMIT ?1 OFFSET ?2";
+    "AND (CAST(?4 AS TEXT) IS NULL OR template_name = ?4) AND (CAST(?5 AS TEXT) IS NULL OR parent_id = ?5) "
+    "AND (CAST(?6 AS BIGINT) = 0 OR wake_at <= ?6) ORDER BY created_at DESC, row_seq DESC LIMIT ?1 OFFSET ?2";
 
 static const char sql_transition[] = "UPDATE sessions SET state = ?1, error = ?2, updated_at = ?3 WHERE state = ?4";
 
@@ -96,6 +99,11 @@ static void bind_session(ag__sql_batch *b, const ag_session_rec *r) {
   ag__bind_text(b, r->error);
   ag__bind_int(b, r->created_at);
   ag__bind_int(b, r->updated_at);
+  ag__bind_text(b, r->checkpoint);
+  if (r->wake_at > 0)
+    ag__bind_int(b, r->wake_at);
+  else
+    ag__bind_null(b);
 }
 
 typedef struct done_op {
@@ -238,6 +246,8 @@ int ag__read_session(const ag__sql_result *r, size_t row, ag_session_rec *s) {
   s->error = ag__cell_dup(r, row, 17, &rc);
   s->created_at = ag__cell_int(r, row, 18);
   s->updated_at = ag__cell_int(r, row, 19);
+  s->checkpoint = ag__cell_dup(r, row, 20, &rc);
+  s->wake_at = ag__cell_int(r, row, 21);
   if (rc < 0) ag_session_rec_deinit(s);
   return rc;
 }
@@ -368,6 +378,8 @@ int ag_store_list_sessions_by(ag_store *st, const ag_session_filter *f, ag_store
   ag__bind_int(b, offset > INT64_MAX ? INT64_MAX : (int64_t)offset);
   ag__bind_text(b, f->state);
   ag__bind_text(b, f->template_name);
+  ag__bind_text(b, f->parent_id);
+  ag__bind_int(b, f->wake_due > 0 ? f->wake_due : 0);
   list_op *op = malloc(sizeof *op);
   if (!op) {
     ag__batch_free(b);

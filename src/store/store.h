@@ -44,6 +44,8 @@ typedef struct ag_session_rec {
   char *error;                  /* why it failed / errored, or NULL */
   int64_t created_at;           /* Unix ms */
   int64_t updated_at;           /* Unix ms */
+  char *checkpoint;             /* workflow runs: the run's checkpoint (JSON), else NULL */
+  int64_t wake_at;              /* Unix ms when a waiting run escalates; 0: never */
 } ag_session_rec;
 
 /* One OpenAI-format message of a session; seq orders them (0, 1, 2, ... per session). */
@@ -173,6 +175,8 @@ AG_MUST_CHECK int ag_store_list_sessions(ag_store *st, const char *state, size_t
 typedef struct ag_session_filter {
   const char *state;
   const char *template_name;
+  const char *parent_id; /* the sessions this one delegated to */
+  int64_t wake_due;      /* > 0: only sessions whose wake_at is set and <= this (Unix ms) */
   size_t limit, offset;
 } ag_session_filter;
 AG_MUST_CHECK int ag_store_list_sessions_by(ag_store *st, const ag_session_filter *f, ag_store_list_fn cb, void *ud);

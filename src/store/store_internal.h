@@ -23,7 +23,7 @@ AG_MUST_CHECK int ag__store_submit(ag_store *st, ag__sql_batch *b, ag__batch_fn 
 #define AG__SESSION_COLS                                                                                               \
   "id, template_name, template_version, state, task, stream_format, parent_id, thread_id, stage, iteration, "          \
   "searches_used, clarifications_used, prompt_tokens, completion_tokens, total_tokens, current_step_reasoning, "       \
-  "result, error, created_at, updated_at"
+  "result, error, created_at, updated_at, checkpoint, wake_at"
 
 /* Decodes row `row` of a result selected with AG__SESSION_COLS into *s (owned strings; on
  * failure nothing is left allocated). */

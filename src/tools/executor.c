@@ -15,6 +15,7 @@ ag_tool_output *ag_tool_output_new(size_t max_bytes) {
 void ag_tool_output_free(ag_tool_output *o) {
   if (!o) return;
   ag_buf_deinit(&o->text);
+  free(o->awaiting_session);
   for (size_t i = 0; i < o->n_sources; i++) {
     free(o->sources[i].url);
     free(o->sources[i].title);

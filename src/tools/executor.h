@@ -53,6 +53,10 @@ typedef struct ag_tool_output {
   /* LLM tokens the call spent on agentd's behalf (an agent used as a tool): the calling session
    * adds them to its own usage. */
   int64_t prompt_tokens, completion_tokens, total_tokens;
+  /* A delegated agent that asks the user a question before it can go on: its session id (owned),
+   * with the questions as the text. The calling session then waits too, and the user's answer
+   * goes down to that session (ag_tool_call.child_answer). NULL otherwise. */
+  char *awaiting_session;
 } ag_tool_output;
 
 /* A fresh output whose text buffer is capped at max_bytes. NULL on OOM. */
@@ -82,6 +86,12 @@ typedef struct ag_tool_call {
    * NULL. Called from the loop until the call's callback, never after. */
   void (*progress)(const char *text, size_t len, void *ud);
   void *progress_ud;
+  /* Agent tools only: the call continues the stored child session `child_session` that an
+   * earlier run of the same call started, instead of starting one: with `child_answer` the child
+   * waits for a clarification and gets this answer; without, it is adopted as it is (a run a
+   * restart interrupted goes on; a child that already ended gives its stored outcome). */
+  const char *child_session;
+  const char *child_answer;
 } ag_tool_call;
 
 /* err: 0 and the output (which may say is_error), or a negative code when the call could not

@@ -183,11 +183,11 @@ test(
     const valid = { name: 'v_ok', kind: 'tool_calling', tools: ['final_answer_tool'] };
     const VARS = 'the variables are {current_date}, {available_tools}, {task}, {user_request} and {clarifications} (write {{ and }} for literal braces)';
     const bad = [
-      [{ ...valid, colour: 'blue' }, "'colour' is not a field here (the fields are: name, description, kind, stream_format, prompts, system_prompt, llm, limits, tools, tool_policy, rules, meta, version)"],
+      [{ ...valid, colour: 'blue' }, "'colour' is not a field here (the fields are: name, description, kind, stream_format, prompts, system_prompt, llm, limits, tools, tool_policy, rules, meta, version, workflow)"],
       [{ ...valid, limits: { max_iteration: 3 } }, "limits: 'max_iteration' is not a field here (the fields are: max_iterations, max_clarifications, max_searches, max_steps, max_instances)"],
       [{ ...valid, llm: { temp: 1 } }, "llm: 'temp' is not a field here (the fields are: model, temperature, max_tokens, params)"],
-      [{ ...valid, kind: 'react' }, 'kind must be one of sgr, tool_calling, sgr_tool_calling, router'],
-      [{ ...valid, kind: undefined }, 'kind must be one of sgr, tool_calling, sgr_tool_calling, router'],
+      [{ ...valid, kind: 'react' }, 'kind must be one of sgr, tool_calling, sgr_tool_calling, router, workflow'],
+      [{ ...valid, kind: undefined }, 'kind must be one of sgr, tool_calling, sgr_tool_calling, router, workflow'],
       [{ ...valid, name: 'has space' }, "name must be 1 to 64 characters of letters, digits, '_', '-' and '.'"],
       [{ ...valid, name: 'x'.repeat(65) }, "name must be 1 to 64 characters of letters, digits, '_', '-' and '.'"],
       [{ ...valid, stream_format: 'xml' }, 'stream_format must be openai or sgr'],

@@ -807,6 +807,80 @@ static void test_list_and_paginate(void **state) {
   fx_close(f, st);
 }
 
+/* A workflow's checkpoint and wait deadline round-trip; children are found by their parent; the
+ * escalation sweep finds exactly the waits whose deadline passed. */
+static result list_by(fixture *f, ag_store *st, const ag_session_filter *flt) {
+  result r = {0};
+  assert_int_equal(ag_store_list_sessions_by(st, flt, on_list, &r), 0);
+  uv_run(&f->loop, UV_RUN_DEFAULT);
+  assert_int_equal(r.calls, 1);
+  return r;
+}
+
+static void test_checkpoints_children_wakeups(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  ag_session_rec wf = session("wf", "waiting_for_clarification", 100);
+  wf.checkpoint = (char *)"{\"node\":\"ask\",\"waiting\":true}";
+  wf.wake_at = 5000;
+  assert_int_equal(commit_session(f, st, &wf), 0);
+  ag_session_rec later = session("later", "waiting_for_clarification", 110);
+  later.wake_at = 9000;
+  assert_int_equal(commit_session(f, st, &later), 0);
+  ag_session_rec plain = session("plain", "waiting_for_clarification", 120); /* no deadline */
+  assert_int_equal(commit_session(f, st, &plain), 0);
+  const char *kids[] = {"k1", "k2"};
+  for (size_t i = 0; i < 2; i++) {
+    ag_session_rec k = session(kids[i], "running", 200 + (int64_t)i);
+    k.parent_id = (char *)"wf";
+    assert_int_equal(commit_session(f, st, &k), 0);
+  }
+  result r = load(f, st, "wf", false);
+  assert_int_equal(r.err, 0);
+  assert_string_equal(r.s->checkpoint, "{\"node\":\"ask\",\"waiting\":true}");
+  assert_int_equal(r.s->wake_at, 5000);
+  result_free(&r);
+  r = load(f, st, "plain", false);
+  assert_null(r.s->checkpoint);
+  assert_int_equal(r.s->wake_at, 0);
+  result_free(&r);
+
+  ag_session_filter byparent = {.parent_id = "wf", .limit = 10};
+  r = list_by(f, st, &byparent);
+  assert_int_equal(r.n_recs, 2);
+  assert_string_equal(r.recs[0].id, "k2"); /* newest first */
+  assert_string_equal(r.recs[1].id, "k1");
+  result_free(&r);
+  ag_session_filter none = {.parent_id = "k1", .limit = 10};
+  r = list_by(f, st, &none);
+  assert_int_equal(r.n_recs, 0);
+  result_free(&r);
+
+  ag_session_filter due = {.state = "waiting_for_clarification", .wake_due = 6000, .limit = 10};
+  r = list_by(f, st, &due);
+  assert_int_equal(r.n_recs, 1);
+  assert_string_equal(r.recs[0].id, "wf");
+  result_free(&r);
+  due.wake_due = 9000;
+  r = list_by(f, st, &due);
+  assert_int_equal(r.n_recs, 2);
+  result_free(&r);
+  due.wake_due = 4999;
+  r = list_by(f, st, &due);
+  assert_int_equal(r.n_recs, 0);
+  result_free(&r);
+  /* Answered: the deadline goes with the wait. */
+  wf.state = (char *)"running";
+  wf.wake_at = 0;
+  assert_int_equal(commit_session(f, st, &wf), 0);
+  due.wake_due = 9000;
+  r = list_by(f, st, &due);
+  assert_int_equal(r.n_recs, 1);
+  assert_string_equal(r.recs[0].id, "later");
+  result_free(&r);
+  fx_close(f, st);
+}
+
 static void test_transition_all(void **state) {
   fixture *f = fx_get(state);
   ag_store *st = fx_open(f);
@@ -1054,6 +1128,7 @@ int main(void) {
       STORE_TEST(test_step_records),
       STORE_TEST(test_duplicate_seq_is_atomic),
       STORE_TEST(test_list_and_paginate),
+      STORE_TEST(test_checkpoints_children_wakeups),
       STORE_TEST(test_transition_all),
       STORE_TEST(test_load_unknown),
       STORE_TEST(test_durable_across_reopen),
