@@ -82,3 +82,33 @@ test(
     assert.equal(child.template, 'helper');
   }),
 );
+
+test(
+  "a routed agent's question comes back through the router; the answer to the router goes down to it",
+  T(async () => {
+    const h = await setup();
+    const v = await http(h, 'POST', '/admin/templates/writer/versions', { tools: ['final_answer_tool', 'clarification_tool'], activate: true });
+    assert.equal(v.status, 201, v.text);
+    h.upstream.script([
+      { action: { name: 'route_to_agent', arguments: { agent: 'writer', reason: 'an essay' } } },
+      { action: { name: 'clarification_tool', arguments: { reasoning: 'r', unclear_terms: ['length'], assumptions: ['short'], questions: ['How long should the essay be?'] } } },
+    ]);
+    const client = openaiClient(h);
+    const r1 = await streamChat(client, { model: 'front_desk', messages: user('Write an essay about autumn leaves.') });
+    assert.match(r1.content, /How long should the essay be\?/);
+    const st = await http(h, 'GET', `/agents/${r1.agentId}/state`);
+    assert.equal(st.json.state, 'waiting_for_clarification');
+    const child = await routed(h, r1.agentId);
+    assert.equal(child.state, 'waiting_for_clarification');
+    h.upstream.script([{ action: { name: 'final_answer_tool', arguments: { reasoning: 'r', completed_steps: ['s'], answer: 'Leaves fall. (100 words)', status: 'completed' } } }]);
+    const r2 = await streamChat(client, { model: r1.agentId, messages: user('About 100 words.') });
+    assert.equal(r2.content, 'Leaves fall. (100 words)');
+    const reqs = h.upstream.chatRequests();
+    assert.equal(reqs.length, 3, 'no second routing call');
+    assert.ok(JSON.stringify(reqs[2].body.messages).includes('About 100 words.'));
+    assert.equal((await http(h, 'GET', `/agents/${child.id}/state`)).json.state, 'completed');
+    assert.equal((await http(h, 'GET', `/agents/${r1.agentId}/state`)).json.state, 'completed');
+    const kids = (await http(h, 'GET', '/admin/sessions?limit=20')).json.sessions.filter((s) => s.parent_id === r1.agentId);
+    assert.equal(kids.length, 1);
+  }),
+);

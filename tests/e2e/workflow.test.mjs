@@ -289,3 +289,69 @@ test(
     assert.equal((await http(h, 'GET', '/admin/sessions?template=architect')).json.total, 1);
   }),
 );
+
+test(
+  'a tool node feeds typed fields into the state; a subgraph node runs another workflow as a child; a workflow cannot contain itself',
+  T(async () => {
+    const h = await start();
+    await h.ok('POST', '/admin/templates', {
+      name: 'inner',
+      kind: 'workflow',
+      description: 'Says what it got.',
+      workflow: { state: { x: 'string' }, entry: 's', nodes: { s: { builtin: 'set', values: { x: 'inner got: {task}' } } }, edges: [], answer: '{state.x}' },
+    });
+    await h.ok('POST', '/admin/templates', {
+      name: 'outer',
+      kind: 'workflow',
+      description: 'Measures the task, then asks the inner workflow.',
+      workflow: {
+        state: { words: 'integer', big: 'boolean', sub: 'string' },
+        entry: 'measure',
+        nodes: {
+          measure: { tool: 'text_stats', args: { text: '{task}' }, output: { words: 'words' } },
+          check: { builtin: 'condition' },
+          sub: { workflow: 'inner', input: '{state.words} words', output: 'sub' },
+          loop: { workflow: 'outer', input: 'again' },
+        },
+        edges: [
+          { from: 'measure', to: 'check' },
+          { from: 'check', to: 'loop', when: { 'state.words': { '>': 100 } } },
+          { from: 'check', to: 'sub' },
+        ],
+        answer: '{state.sub} ({state.words})',
+      },
+    });
+    const client = openaiClient(h);
+    const r = await streamChat(client, { model: 'outer', messages: user('one two three') });
+    assert.equal(r.content, 'inner got: 3 words (3)');
+    const inner = (await http(h, 'GET', '/admin/sessions?template=inner')).json.sessions;
+    assert.equal(inner.length, 1);
+    assert.equal(inner[0].parent_id, r.agentId);
+    const st = await agentState(h, r.agentId);
+    assert.equal(st.workflow.state.words, 3);
+    assert.equal(h.upstream.chatRequests().length, 0);
+    // The self-referencing branch: refused as a cycle, the run fails saying so.
+    const long = Array.from({ length: 120 }, (_, i) => `w${i}`).join(' ');
+    const r2 = await streamChat(client, { model: 'outer', messages: user(long) }).catch((e) => e);
+    const failed = (await http(h, 'GET', '/admin/sessions?template=outer&state=failed')).json.sessions[0];
+    assert.ok(failed, `a failed run: ${r2?.message ?? ''}`);
+    assert.match(failed.error ?? (await agentState(h, failed.id)).error, /cycle/);
+  }),
+);
+
+test(
+  'the shipped example runs offline: the engineering workflow completes with the scripted demo model',
+  T(async () => {
+    // The examples folder as the template folder: imported at start, as `agentd templates import` does.
+    const h = await startAgentd({ withUpstream: false, templatesDir: EXAMPLES });
+    handles.push(h);
+    current = h;
+    const r = await streamChat(openaiClient(h), { model: 'engineering', messages: user('Add a sum() helper.') });
+    const st = await agentState(h, r.agentId);
+    assert.equal(st.state, 'completed', JSON.stringify(st).slice(0, 400));
+    assert.equal(st.execution_result, r.content);
+    assert.match(r.content, /\[offline demo\]/);
+    // The scripted tester never says PASS: the loop runs to its cap.
+    assert.deepEqual(st.workflow.visits, { architect: 1, developer: 3, tester: 3, summary: 1 });
+  }),
+);
