@@ -81,6 +81,8 @@ AG_MUST_CHECK int ag_runtime_recover(ag_runtime *rt, size_t max_sessions, ag_rec
 /* Every interval_ms, waiting sessions whose wait has a deadline that passed (a workflow's human
  * step with timeout_s) are loaded and escalated (agent/workflow.h). Stopped by shutdown. */
 AG_MUST_CHECK int ag_runtime_start_wakeups(ag_runtime *rt, uint64_t interval_ms);
+/* Stops the sweep (a shutdown begins: the runtime counts as active until its timer has closed). */
+void ag_runtime_stop_wakeups(ag_runtime *rt);
 
 /* Counters for /metrics, since the runtime was made. */
 #define AG_TOOLS_HIST_BUCKETS 7 /* tools per prompt <= 1, 2, 4, 8, 16, 32, 64 */

@@ -78,13 +78,16 @@ static void on_wake_closed(uv_handle_t *h) {
   rt->ops--;
 }
 
+void ag_runtime_stop_wakeups(ag_runtime *rt) {
+  if (!rt->wake_timer) return;
+  uv_timer_stop(rt->wake_timer);
+  uv_close((uv_handle_t *)rt->wake_timer, on_wake_closed);
+  rt->wake_timer = NULL;
+}
+
 void ag_runtime_shutdown(ag_runtime *rt) {
   rt->shutting_down = true;
-  if (rt->wake_timer) {
-    uv_timer_stop(rt->wake_timer);
-    uv_close((uv_handle_t *)rt->wake_timer, on_wake_closed);
-    rt->wake_timer = NULL;
-  }
+  ag_runtime_stop_wakeups(rt);
   size_t pos = 0;
   ag_session *s;
   while ((s = ag_map_next(&rt->live, &pos, NULL)))

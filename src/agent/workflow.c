@@ -1275,22 +1275,6 @@ static int bad_value(ag_errbuf *e, const ag_wf_node *n, const char *key, const c
   return rc;
 }
 
-static bool utf8_ok(const unsigned char *s, size_t len) {
-  for (size_t i = 0; i < len;) {
-    unsigned c = s[i];
-    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    if (n == 0 || i + n > len || (n == 2 && c < 0xC2) || (n == 4 && c > 0xF4)) return false;
-    for (size_t k = 1; k < n; k++)
-      if ((s[i + k] & 0xC0) != 0x80) return false;
-    /* overlong 3- and 4-byte forms, surrogates, and beyond U+10FFFF */
-    if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0) || (c == 0xF0 && s[i + 1] < 0x90) ||
-        (c == 0xF4 && s[i + 1] >= 0x90))
-      return false;
-    i += n;
-  }
-  return true;
-}
-
 /* The outputs of an agent, workflow, tool or human node from its text into upd (key -> value). */
 static int text_outputs(const ag_workflow *wf, const ag_wf_node *n, const char *text, size_t len, ag_json *upd,
                         ag_errbuf *e) {
@@ -1404,7 +1388,7 @@ int ag_wf_node_done(const ag_workflow *wf, ag_wf_run *r, const char *task, const
     size_t len = text ? strlen(text) : 0;
     if (len > AG_WF_STATE_MAX)
       rc = ag_errbuf_set(&e, "node %s: its text is larger than %u KiB", n->name, AG_WF_STATE_MAX >> 10);
-    else if (!utf8_ok((const unsigned char *)(text ? text : ""), len))
+    else if (!ag_utf8_valid(text ? text : "", len))
       rc = ag_errbuf_set(&e, "node %s: its text is not valid UTF-8", n->name);
     else if ((rc = text_outputs(wf, n, text ? text : "", len, upd, &e)) == 0)
       out_text = ag_strdup(text ? text : "");

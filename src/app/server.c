@@ -187,6 +187,7 @@ static void on_signal(uv_signal_t *h, int signum) {
   ag_log_info(NULL, "signal %d: shutting down (grace period %llu ms)", signum,
               (unsigned long long)srv->cfg->shutdown_timeout_ms);
   srv->shutdown_started = ag_now_ms();
+  ag_runtime_stop_wakeups(srv->runtime); /* no new escalations while draining */
   srv->api.draining = true;
   srv->api.ready = false;
   ag_http_server_stop_accepting(srv->http);

@@ -74,42 +74,11 @@ static int fail_budget(builder *b, const yaml_mark_t *m) {
   return fail(b, m, AG_ETOOBIG, "the document expands to more than %u nodes (too many aliases?)", AG_YAML_MAX_NODES);
 }
 
-static bool utf8_valid(const char *s, size_t n) {
-  const unsigned char *p = (const unsigned char *)s;
-  size_t i = 0;
-  while (i < n) {
-    unsigned c = p[i];
-    size_t extra;
-    unsigned min;
-    if (c < 0x80) {
-      i++;
-      continue;
-    } else if (c >= 0xC2 && c <= 0xDF) {
-      extra = 1, min = 0x80;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      extra = 2, min = 0x800;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      extra = 3, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (n - i <= extra) return false;
-    unsigned cp = c & (0x3Fu >> extra);
-    for (size_t k = 1; k <= extra; k++) {
-      if ((p[i + k] & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
 /* A string node; libyaml hands out UTF-8 only, but a bad string must be an error, not an OOM. */
 static int make_string(builder *b, const yaml_mark_t *m, const char *s, size_t n, ag_json **out) {
   *out = ag_json_stringn_new(s, n);
   if (*out) return 0;
-  if (!utf8_valid(s, n)) return fail(b, m, AG_EINVAL, "the scalar is not valid UTF-8");
+  if (!ag_utf8_valid(s, n)) return fail(b, m, AG_EINVAL, "the scalar is not valid UTF-8");
   return fail(b, m, AG_ENOMEM, "out of memory");
 }
 

@@ -37,6 +37,23 @@ size_t ag_utf8_cut(const char *s, size_t len) {
   return (i - 1) + need > len ? i - 1 : len;
 }
 
+bool ag_utf8_valid(const char *str, size_t len) {
+  const unsigned char *s = (const unsigned char *)str;
+  for (size_t i = 0; i < len;) {
+    unsigned c = s[i];
+    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > len || (n == 2 && c < 0xC2) || (n == 4 && c > 0xF4)) return false;
+    for (size_t k = 1; k < n; k++)
+      if ((s[i + k] & 0xC0) != 0x80) return false;
+    /* overlong 3- and 4-byte forms, surrogates, and beyond U+10FFFF */
+    if ((c == 0xE0 && s[i + 1] < 0xA0) || (c == 0xED && s[i + 1] >= 0xA0) || (c == 0xF0 && s[i + 1] < 0x90) ||
+        (c == 0xF4 && s[i + 1] >= 0x90))
+      return false;
+    i += n;
+  }
+  return true;
+}
+
 char *ag_strdup(const char *s) { return s ? strdup(s) : NULL; }
 
 char *ag_strndup(const char *s, size_t n) {

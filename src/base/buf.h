@@ -54,6 +54,9 @@ static inline const char *ag_buf_cstr(const ag_buf *b) { return b->ptr ? b->ptr 
 /* The longest prefix of s[0..len) that does not end inside a UTF-8 sequence, for cutting text to a
  * byte budget without splitting a character (s is assumed to be valid UTF-8 from its start). */
 size_t ag_utf8_cut(const char *s, size_t len);
+/* True when s[0..len) is well-formed UTF-8 (no overlong forms, surrogates, or code points past
+ * U+10FFFF). */
+bool ag_utf8_valid(const char *s, size_t len);
 
 /* NULL-safe strdup that returns NULL only for NULL input or OOM. */
 char *ag_strdup(const char *s);

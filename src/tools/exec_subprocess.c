@@ -202,16 +202,6 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   return len;
 }
 
-static bool utf8_valid(const char *s, size_t n) {
-  const unsigned char *p = (const unsigned char *)s;
-  for (size_t i = 0; i < n;) {
-    size_t k = utf8_seq(p + i, n - i);
-    if (!k) return false;
-    i += k;
-  }
-  return true;
-}
-
 static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 /* Appends s as readable text: invalid UTF-8 and control characters other than newline and tab
@@ -670,7 +660,7 @@ static void make_result(sp_job *j) {
     }
     char perr[160] = "";
     ag_json *parsed = NULL;
-    if (j->text ? !utf8_valid(ag_buf_cstr(b), b->len) : b->len == 0) {
+    if (j->text ? !ag_utf8_valid(ag_buf_cstr(b), b->len) : b->len == 0) {
       rc = j->text
                ? ag_buf_appendf(&msg, "error: %s printed output that is not valid UTF-8", name)
                : ag_buf_appendf(&msg, "error: %s printed nothing; it must print its result as JSON on stdout", name);

@@ -162,3 +162,39 @@ test(
     assert.equal(parent.json.sessions[0].state, 'cancelled');
   }),
 );
+
+test(
+  'kill -9 while a delegated agent works: after the restart the parent adopts its child, which goes on; nothing runs twice',
+  T(
+    async () => {
+      const h = await setup();
+      h.upstream.script([
+        { action: { name: 'ask_writer', arguments: { task: 'Write one line about rain.' } } },
+        { action: { name: 'current_time', arguments: {} } }, // the writer's first step, committed
+        { delay_ms: 60_000, ...final('never sent') }, // the writer's second call: the server dies here
+      ]);
+      const running = streamChat(openaiClient(h), { model: 'orchestrator', messages: user('A line about rain.') }).catch((e) => e);
+      for (let i = 0; i < 300 && h.upstream.chatRequests().length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(h.upstream.chatRequests().length, 3, 'the writer is in its second call');
+      const parent = (await http(h, 'GET', '/admin/sessions?template=orchestrator')).json.sessions[0];
+      const child = (await http(h, 'GET', '/admin/sessions?template=writer')).json.sessions[0];
+      await h.kill9();
+      await running;
+      h.upstream.script([final('Rain taps the glass.'), final('The writer wrote: Rain taps the glass.')]);
+      await h.restart();
+      const st = await waitForState(h, parent.id, (s) => s.state === 'completed', 30_000);
+      assert.equal(st.execution_result, 'The writer wrote: Rain taps the glass.');
+      const reqs = h.upstream.chatRequests();
+      assert.equal(reqs.length, 5);
+      // The adopted child went on from its committed step: its current_time result is in its request.
+      assert.ok(reqs[3].body.messages.some((m) => m.role === 'tool' && m.name === 'current_time'), 'the child resumed, not restarted');
+      const writers = (await http(h, 'GET', '/admin/sessions?template=writer')).json.sessions;
+      assert.equal(writers.length, 1);
+      assert.equal(writers[0].id, child.id);
+      assert.equal(writers[0].state, 'completed');
+      const toolMsg = reqs[4].body.messages.filter((m) => m.role === 'tool').at(-1);
+      assert.equal(toolMsg.content, 'Rain taps the glass.');
+    },
+    { timeoutMs: 90_000 },
+  ),
+);

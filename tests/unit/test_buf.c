@@ -78,6 +78,34 @@ static void test_json_wrapper(void **state) {
   ag_json_free(o);
 }
 
+static void test_utf8_valid(void **state) {
+  (void)state;
+  const struct {
+    const char *s;
+    size_t len;
+    bool ok;
+  } cases[] = {
+      {"", 0, true},
+      {"plain ascii", 11, true},
+      {"caf\xc3\xa9", 5, true},       /* 2 bytes */
+      {"\xe2\x82\xac", 3, true},      /* euro sign, 3 bytes */
+      {"\xf0\x9f\x98\x80", 4, true},  /* emoji, 4 bytes */
+      {"\xf4\x8f\xbf\xbf", 4, true},  /* U+10FFFF */
+      {"\xc3", 1, false},             /* cut */
+      {"\xe2\x82", 2, false},         /* cut */
+      {"\x80", 1, false},             /* lone continuation */
+      {"\xc0\xaf", 2, false},         /* overlong */
+      {"\xe0\x80\xaf", 3, false},     /* overlong */
+      {"\xf0\x80\x80\xaf", 4, false}, /* overlong */
+      {"\xed\xa0\x80", 3, false},     /* surrogate */
+      {"\xf4\x90\x80\x80", 4, false}, /* past U+10FFFF */
+      {"\xf5\x80\x80\x80", 4, false}, /* bad lead */
+      {"ok\xc3\x28", 4, false},       /* bad continuation */
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+    if (ag_utf8_valid(cases[i].s, cases[i].len) != cases[i].ok) fail_msg("case %zu", i);
+}
+
 static void test_uuid(void **state) {
   (void)state;
   char a[37], b[37];
@@ -92,7 +120,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_buf_cap),     cmocka_unit_test(test_buf_appendf_long),
       cmocka_unit_test(test_json_escape), cmocka_unit_test(test_json_wrapper),
-      cmocka_unit_test(test_uuid),
+      cmocka_unit_test(test_uuid),        cmocka_unit_test(test_utf8_valid),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
