@@ -497,15 +497,33 @@ static void activate(op *o, ag_template_rec *t) {
   }
 }
 
-/* GET /admin/templates?q=...&limit=: the active templates ranked for a task by the agent
- * directory (name, description, display name, tags). */
+static bool has_tag(const ag_template *t, const char *tag) {
+  for (size_t i = 0; i < t->n_tags; i++)
+    if (strcmp(t->tags[i], tag) == 0) return true;
+  return false;
+}
+
+/* GET /admin/templates?q=...&kind=&tag=&limit=: the active templates ranked for a task by the
+ * agent directory (name, description, display name, tags), filtered by kind and tag. */
 static void search_directory(ag_api_ctx *ctx, ag_http_req *req, const char *q) {
   size_t top_k = ag__api_query_num(req, "limit", 10, 64);
-  ag_agent_hit hits[64];
-  size_t n = ag_agent_dir_search(ag_template_cache_directory(ctx->templates), q, hits, top_k);
+  char kind[32], tag[128];
+  ag__api_query(req, "kind", kind, sizeof kind);
+  ag__api_query(req, "tag", tag, sizeof tag);
+  if (kind[0] && ag_agent_kind_parse(kind) < 0) {
+    ag_api_error(req, 400, "invalid_request_error", "invalid_value", "kind",
+                 "kind must be one of sgr, tool_calling, sgr_tool_calling, router, workflow");
+    return;
+  }
+  /* Filters apply to the directory's best 256; the answer is the first top_k that pass. */
+  ag_agent_hit hits[256];
+  size_t n = ag_agent_dir_search(ag_template_cache_directory(ctx->templates), q, hits, AG_ARRAY_LEN(hits));
   ag_json *arr = ag_json_array_new();
-  for (size_t i = 0; arr && i < n; i++) {
+  for (size_t i = 0, shown = 0; arr && i < n && shown < top_k; i++) {
     const ag_template *t = ag_template_cache_active(ctx->templates, hits[i].name);
+    if (t && kind[0] && t->kind != ag_agent_kind_parse(kind)) continue;
+    if (t && tag[0] && !has_tag(t, tag)) continue;
+    shown++;
     ag_json *o = ag_json_object_new();
     int rc = o && t ? 0 : AG_ENOMEM;
     if (rc == 0) rc = ag_json_set_take(o, "name", ag_json_string_new(t->name));
@@ -513,6 +531,13 @@ static void search_directory(ag_api_ctx *ctx, ag_http_req *req, const char *q) {
     if (rc == 0) rc = ag_json_set_take(o, "description", ag_json_string_new(t->description ? t->description : ""));
     if (rc == 0) rc = ag_json_set_take(o, "kind", ag_json_string_new(ag_agent_kind_name(t->kind)));
     if (rc == 0) rc = ag_json_set_take(o, "version", ag_json_int_new(t->version));
+    ag_json *tags = o ? ag_json_array_new() : NULL;
+    for (size_t k = 0; rc == 0 && tags && k < t->n_tags; k++)
+      rc = ag_json_push_take(tags, ag_json_string_new(t->tags[k]));
+    if (rc == 0)
+      rc = ag_json_set_take(o, "tags", tags ? tags : ag_json_array_new());
+    else
+      ag_json_free(tags);
     if (rc < 0) {
       ag_json_free(o);
       o = NULL;

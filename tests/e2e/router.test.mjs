@@ -112,3 +112,22 @@ test(
     assert.equal(kids.length, 1);
   }),
 );
+
+test(
+  'the agent directory filters by kind and tag',
+  T(async () => {
+    const h = await setup();
+    let r = await http(h, 'GET', '/admin/templates?q=' + encodeURIComponent('write an essay or research a topic'));
+    assert.equal(r.status, 200, r.text);
+    const all = r.json.templates.map((t) => t.name);
+    assert.ok(all.includes('writer') && all.includes('research_agent'), `unfiltered: ${all}`);
+    r = await http(h, 'GET', '/admin/templates?tag=essay&q=' + encodeURIComponent('write an essay or research a topic'));
+    assert.deepEqual(r.json.templates.map((t) => t.name), ['writer']);
+    assert.deepEqual(r.json.templates[0].tags, ['writing', 'essay']);
+    r = await http(h, 'GET', '/admin/templates?kind=router&q=' + encodeURIComponent('send each request to the right agent'));
+    assert.deepEqual(r.json.templates.map((t) => t.name), ['front_desk']);
+    r = await http(h, 'GET', '/admin/templates?kind=robot&q=x');
+    assert.equal(r.status, 400);
+    assert.equal(r.json.error.param, 'kind');
+  }),
+);
