@@ -432,21 +432,24 @@ static int stream_tool_delta(ag__openai_stream *s, const ag_json *tc) {
   return 0;
 }
 
+static int stream_content(ag__openai_stream *s, const char *text, size_t len) {
+  if (!len) return 0;
+  if (ag_buf_append(&s->content, text, len) < 0)
+    return stream_fail(s, AG_ETOOBIG, "upstream content exceeds %zu bytes", s->max_bytes);
+  if (s->on_content) {
+    s->delivered = true;
+    s->on_content(text, len, s->ud);
+  }
+  return s->halt ? AG_ECANCELED : 0;
+}
+
 static int stream_choice(ag__openai_stream *s, const ag_json *choice) {
   long long idx = 0;
   if (ag_json_get_int(choice, "index", &idx) && idx != 0) return 0; /* we ask for n=1 */
   ag_json *delta = ag_json_get(choice, "delta");
   ag_json *content = ag_json_get(delta, "content");
-  size_t clen = ag_json_str_len(content);
-  if (clen) {
-    if (ag_buf_append(&s->content, ag_json_str(content), clen) < 0)
-      return stream_fail(s, AG_ETOOBIG, "upstream content exceeds %zu bytes", s->max_bytes);
-    if (s->on_content) {
-      s->delivered = true;
-      s->on_content(ag_json_str(content), clen, s->ud);
-    }
-    if (s->halt) return AG_ECANCELED;
-  }
+  int crc = stream_content(s, ag_json_str(content), ag_json_str_len(content));
+  if (crc < 0) return crc;
   ag_json *calls = ag_json_get(delta, "tool_calls");
   for (size_t i = 0; i < ag_json_len(calls); i++) {
     int rc = stream_tool_delta(s, ag_json_at(calls, i));
@@ -477,6 +480,14 @@ static int on_sse_event(const ag_sse_event *ev, void *ud) {
   if (ag_slice_eq_cstr(d, "[DONE]")) {
     s->done = true;
     return 0;
+  }
+  /* Most chunks are one content delta: read those without building a tree. */
+  char cbuf[4096];
+  ag__openai_chunk fc = {.content = cbuf, .cap = sizeof cbuf};
+  if (!ag_slice_eq_cstr(ev->event, "error") && ag__openai_chunk_fast(d.ptr, d.len, &fc) == 1) {
+    if (fc.model_len && !s->model && !(s->model = ag_strndup(fc.model, fc.model_len)))
+      return stream_fail(s, AG_ENOMEM, "out of memory");
+    return fc.have_content ? stream_content(s, fc.content, fc.content_len) : 0;
   }
   char jerr[160];
   ag_json *j = ag_json_parse(ev->data.ptr, ev->data.len, jerr, sizeof jerr);

@@ -46,6 +46,20 @@ typedef struct ag__openai_stream {
   bool halt;      /* set by the owner (e.g. on cancel) to stop delivering at once: feed fails AG_ECANCELED */
 } ag__openai_stream;
 
+/* The fast path for the common chunk (openai_chunk.c): one choice, index 0, a delta with at most
+ * role and content, no finish reason, no usage. Returns 1 and fills *o when the chunk is exactly
+ * that (content decoded into o->content, at most o->cap bytes; model points into p, undecoded),
+ * 0 when the chunk must be parsed in full. */
+typedef struct ag__openai_chunk {
+  char *content; /* caller's buffer */
+  size_t cap;
+  size_t content_len;
+  bool have_content;
+  const char *model;
+  size_t model_len;
+} ag__openai_chunk;
+int ag__openai_chunk_fast(const char *p, size_t n, ag__openai_chunk *o);
+
 /* max_bytes caps the assembled content and each call's arguments (0 = 16 MiB). cbs may be NULL;
  * only its delta callbacks and ud are used. */
 void ag__openai_stream_init(ag__openai_stream *s, size_t max_bytes, const ag_chat_callbacks *cbs);

@@ -28,6 +28,9 @@ enum {
   PIPELINE_MAX = 64 * 1024, /* stashed bytes while BUSY; above this we stop reading */
   OUT_MAX = 1024 * 1024,    /* a response head (mostly caller-supplied extra headers) */
   OUT_KEEP = 16 * 1024,     /* reusable buffers above these sizes are freed between requests */
+  SSE_FLUSH_AT = 32 * 1024, /* buffered events are written at once past this */
+  SSE_KEEP = 4 * 1024,      /* an event buffer above this is freed after a flush */
+  SSE_MAX = 64 * 1024 * 1024,
   HEAD_KEEP = 32 * 1024,
   BODY_KEEP = 64 * 1024,
   LINGER_MS = 2000,
@@ -61,8 +64,13 @@ struct conn {
   conn *prev, *next;
   ag_http_req req;
   ag__http_parse ps;
-  ag_buf pending;     /* received, not yet parsed (pipelining) */
-  ag_buf out;         /* response head / chunk framing being built */
+  ag_buf pending; /* received, not yet parsed (pipelining) */
+  ag_buf out;     /* response head / chunk framing being built */
+  /* SSE events sent since the loop last ran its idle phase: written together (one syscall for
+   * the many deltas an upstream read delivers), see sse_queue. */
+  ag_buf sse_buf;
+  conn *fprev, *fnext; /* in srv->flush_list while sse_buf waits */
+  bool flush_listed;
   size_t timer_queue; /* output queued when the idle/linger timer last fired */
   unsigned refs;      /* >0 while our code up the stack still uses the conn */
   unsigned char state, timer_mode;
@@ -74,7 +82,9 @@ struct conn {
 struct ag_http_server {
   uv_loop_t *loop;
   uv_tcp_t listener;
-  uv_timer_t guard; /* closed by ag_http_server_close so that `done` always comes from the loop */
+  uv_timer_t guard;  /* closed by ag_http_server_close so that `done` always comes from the loop */
+  uv_idle_t flusher; /* writes the buffered SSE events of flush_list, then stops */
+  conn *flush_list;
   ag_http_server_config cfg;
   ag_http_handler_fn handler;
   void *ud;
@@ -458,8 +468,21 @@ static void srv_handle_closed(ag_http_server *srv) {
 
 static void on_srv_handle_closed(uv_handle_t *h) { srv_handle_closed(h->data); }
 
+static void flush_unlist(conn *c) {
+  if (!c->flush_listed) return;
+  c->flush_listed = false;
+  if (c->fprev)
+    c->fprev->fnext = c->fnext;
+  else if (c->srv)
+    c->srv->flush_list = c->fnext;
+  if (c->fnext) c->fnext->fprev = c->fprev;
+  c->fprev = c->fnext = NULL;
+}
+
 static void maybe_free(conn *c) {
   if (c->refs || !c->tcp_closed || !c->timer_closed || c->req.active) return;
+  flush_unlist(c);
+  ag_buf_deinit(&c->sse_buf);
   ag_http_server *srv = c->srv;
   if (srv) {
     if (c->prev)
@@ -535,6 +558,8 @@ static void conn_kill(conn *c) {
   c->tcp_closing = true;
   c->state = CS_DEAD;
   c->reading = false;
+  flush_unlist(c);
+  ag_buf_deinit(&c->sse_buf);
   if (c->req.active) c->req.closed = true;
   uv_close((uv_handle_t *)&c->tcp, on_tcp_closed);
   if (!c->req.active || c->srv->closing)
@@ -858,6 +883,7 @@ static void on_connection(uv_stream_t *ls, int status) {
   ag__http_parse_init(&c->ps, &srv->cfg);
   ag_buf_init(&c->pending, PIPELINE_MAX + READ_BUF_SIZE);
   ag_buf_init(&c->out, OUT_MAX);
+  ag_buf_init(&c->sse_buf, SSE_MAX);
   if (uv_tcp_init(srv->loop, &c->tcp) < 0) {
     ag__http_parse_deinit(&c->ps);
     free(c);
@@ -959,9 +985,11 @@ int ag_http_server_new(uv_loop_t *loop, const ag_http_server_config *cfg, ag_htt
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
   uv_timer_init(loop, &srv->guard);
   srv->guard.data = srv;
+  uv_idle_init(loop, &srv->flusher);
+  srv->flusher.data = srv;
   uv_tcp_init(loop, &srv->listener);
   srv->listener.data = srv;
-  srv->open_handles = 2;
+  srv->open_handles = 3;
   if (uv_tcp_open(&srv->listener, fd) < 0) {
     close(fd);
     goto fail_handles;
@@ -974,6 +1002,7 @@ fail_handles:
   /* Handles close asynchronously; the last close callback frees srv. */
   srv->failed = true;
   uv_close((uv_handle_t *)&srv->guard, on_srv_handle_closed);
+  uv_close((uv_handle_t *)&srv->flusher, on_srv_handle_closed);
   uv_close((uv_handle_t *)&srv->listener, on_srv_handle_closed);
   return AG_EIO;
 fail:
@@ -1012,6 +1041,7 @@ void ag_http_server_close(ag_http_server *srv, void (*done)(void *ud), void *ud)
       timer_close(c);
   }
   uv_close((uv_handle_t *)&srv->guard, on_srv_handle_closed);
+  uv_close((uv_handle_t *)&srv->flusher, on_srv_handle_closed);
 }
 
 void ag_http_server_free(ag_http_server *srv) {
@@ -1058,13 +1088,14 @@ void ag_http_req_on_drain(ag_http_req *req, void (*cb)(ag_http_req *req, void *u
 
 size_t ag_http_req_pending_bytes(const ag_http_req *req) {
   if (!req->active || req->c->tcp_closing) return 0;
-  return uv_stream_get_write_queue_size((const uv_stream_t *)&req->c->tcp);
+  return uv_stream_get_write_queue_size((const uv_stream_t *)&req->c->tcp) + req->c->sse_buf.len;
 }
 
 bool ag_http_req_writable(const ag_http_req *req) {
   if (!req->active || req->closed) return false;
   conn *c = req->c;
-  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <= c->srv->cfg.sse_high_water_bytes) return true;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) + c->sse_buf.len <= c->srv->cfg.sse_high_water_bytes)
+    return true;
   c->req.want_drain = true; /* the contract promises on_drain after a "no" */
   return false;
 }
@@ -1087,14 +1118,53 @@ static int send_response(conn *c, int status, const char *content_type, const ch
   return rc;
 }
 
+/* Writes the buffered events now. */
+static int sse_flush(conn *c) {
+  flush_unlist(c);
+  int rc = 0;
+  if (c->sse_buf.len) {
+    uv_buf_t b = uv_buf_init(c->sse_buf.ptr, (unsigned)c->sse_buf.len);
+    rc = c->req.closed || c->state != CS_BUSY ? AG_ECANCELED : conn_write(c, &b, 1);
+  }
+  if (c->sse_buf.cap > SSE_KEEP)
+    ag_buf_deinit(&c->sse_buf); /* a parked stream keeps no buffer */
+  else
+    ag_buf_reset(&c->sse_buf);
+  if (rc < 0 && rc != AG_ECANCELED) conn_kill(c);
+  return rc;
+}
+
+static void on_flush(uv_idle_t *h) {
+  ag_http_server *srv = h->data;
+  while (srv->flush_list)
+    (void)sse_flush(srv->flush_list);
+  uv_idle_stop(h);
+}
+
+/* An event goes out with the others sent in the same loop iteration: the idle phase of the next
+ * one writes them together (the loop does not block while a flush waits), or at once when they
+ * pass SSE_FLUSH_AT. */
+static int sse_queue(conn *c) {
+  if (c->sse_buf.len >= SSE_FLUSH_AT) return sse_flush(c);
+  if (!c->flush_listed) {
+    ag_http_server *srv = c->srv;
+    c->flush_listed = true;
+    c->fprev = NULL;
+    c->fnext = srv->flush_list;
+    if (srv->flush_list) srv->flush_list->fprev = c;
+    srv->flush_list = c;
+    if (!uv_is_active((uv_handle_t *)&srv->flusher)) uv_idle_start(&srv->flusher, on_flush);
+  }
+  return 0;
+}
+
 static int sse_write_end(conn *c) {
   if (c->req.closed || c->state != CS_BUSY) return AG_ECANCELED;
-  if (!c->req.chunked) return 0;
-  static const char last[] = "0\r\n\r\n";
-  uv_buf_t b = uv_buf_init((char *)last, sizeof last - 1);
-  int rc = conn_write(c, &b, 1);
-  if (rc < 0) conn_kill(c);
-  return rc;
+  if (c->req.chunked && ag_buf_append(&c->sse_buf, "0\r\n\r\n", 5) < 0) {
+    conn_kill(c);
+    return AG_ENOMEM;
+  }
+  return sse_flush(c);
 }
 
 /* Always finishes an active request, whatever else goes wrong, so an owner that ignores the
@@ -1147,11 +1217,14 @@ int ag_http_sse_send(ag_http_req *req, const char *data, size_t len) {
   if (len && (memchr(data, '\n', len) || memchr(data, '\r', len))) return AG_EINVAL;
   char pre[32];
   int plen = req->chunked ? snprintf(pre, sizeof pre, "%zx\r\ndata: ", len + 8) : snprintf(pre, sizeof pre, "data: ");
-  uv_buf_t b[3] = {uv_buf_init(pre, (unsigned)plen), uv_buf_init((char *)data, (unsigned)len),
-                   req->chunked ? uv_buf_init("\n\n\r\n", 4) : uv_buf_init("\n\n", 2)};
-  int rc = conn_write(c, b, 3);
-  if (rc < 0) conn_kill(c);
-  return rc;
+  int rc = ag_buf_append(&c->sse_buf, pre, (size_t)plen);
+  if (rc == 0) rc = ag_buf_append(&c->sse_buf, data, len);
+  if (rc == 0) rc = req->chunked ? ag_buf_append(&c->sse_buf, "\n\n\r\n", 4) : ag_buf_append(&c->sse_buf, "\n\n", 2);
+  if (rc < 0) {
+    conn_kill(c);
+    return rc;
+  }
+  return sse_queue(c);
 }
 
 int ag_http_sse_end(ag_http_req *req) {

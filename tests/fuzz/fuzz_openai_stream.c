@@ -1,10 +1,12 @@
 /* libFuzzer target for the OpenAI stream assembler (llm/openai_internal.h): arbitrary bytes as a
  * streamed /chat/completions body, fed in input-chosen pieces, then assembled into a result. The
- * callbacks check what the provider promises its callers about deltas. */
+ * callbacks check what the provider promises its callers about deltas. The input is also read as
+ * one chunk by the fast path, which must agree with the full JSON parser whenever it accepts. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/json.h"
 #include "llm/openai_internal.h"
 
 typedef struct seen {
@@ -28,7 +30,29 @@ static void on_tool(size_t index, const char *id, const char *name, const char *
 static void on_done(int err, ag_chat_result *r, const ag_llm_error *e, void *ud) { abort(); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+/* What the fast path accepted is a plain content chunk to jansson too, with the same content. */
+static void check_fast(const uint8_t *data, size_t size) {
+  char buf[4096];
+  ag__openai_chunk fc = {.content = buf, .cap = sizeof buf};
+  if (ag__openai_chunk_fast((const char *)data, size, &fc) != 1) return;
+  ag_json *j = ag_json_parse((const char *)data, size, NULL, 0);
+  if (!ag_json_is(j, AG_JSON_OBJECT) || ag_json_get(j, "error")) abort();
+  ag_json *choices = ag_json_get(j, "choices");
+  if (ag_json_len(choices) != 1) abort();
+  ag_json *ch = ag_json_at(choices, 0), *delta = ag_json_get(ch, "delta");
+  if (ag_json_get(delta, "tool_calls") || ag_json_get_str(ch, "finish_reason")) abort();
+  ag_json *u = ag_json_get(j, "usage");
+  if (u && !ag_json_is(u, AG_JSON_NULL)) abort();
+  ag_json *content = ag_json_get(delta, "content");
+  size_t want = ag_json_str_len(content);
+  if (fc.content_len != want || (want && memcmp(fc.content, ag_json_str(content), want) != 0)) abort();
+  const char *model = ag_json_get_str(j, "model");
+  if (fc.model_len && (!model || strlen(model) != fc.model_len || memcmp(model, fc.model, fc.model_len) != 0)) abort();
+  ag_json_free(j);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  check_fast(data, size);
   seen s = {0, 0};
   ag_chat_callbacks cbs = {on_content, on_tool, on_done, &s};
   ag__openai_stream st;

@@ -1093,8 +1093,43 @@ static void test_parse_helpers(void **state) {
   ag__openai_stream_deinit(&s);
 }
 
+/* The fast chunk reader takes the plain content chunk, decoded, and leaves anything else to the
+ * full parser. */
+static void test_fast_chunk(void **state) {
+  (void)state;
+  char buf[64];
+  ag__openai_chunk c = {.content = buf, .cap = sizeof buf};
+  const char *plain = "{\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":17,\"model\":\"gpt\","
+                      "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"a\\\"b\\u00e9\\n\"},"
+                      "\"finish_reason\":null}]}";
+  assert_int_equal(ag__openai_chunk_fast(plain, strlen(plain), &c), 1);
+  assert_true(c.have_content);
+  assert_int_equal(c.content_len, 6);
+  assert_memory_equal(c.content, "a\"b\xc3\xa9\n", 6);
+  assert_int_equal(c.model_len, 3);
+  assert_memory_equal(c.model, "gpt", 3);
+  const char *not_mine[] = {
+      "{\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[]},\"finish_reason\":null}]}",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}",
+      "{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"x\"}}]}",
+      "{\"choices\":[],\"usage\":{\"total_tokens\":3}}",
+      "{\"error\":{\"message\":\"no\"}}",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"\\ud800\"}}]}",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]} trailing",
+      "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\",\"content\":\"y\"}}]}",
+      "{\"model\":\"a\\u0062\",\"choices\":[{\"index\":0,\"delta\":{}}]}",
+  };
+  for (size_t i = 0; i < sizeof not_mine / sizeof not_mine[0]; i++)
+    if (ag__openai_chunk_fast(not_mine[i], strlen(not_mine[i]), &c) != 0) fail_msg("accepted case %zu", i);
+  /* Content longer than the buffer: the full parser's too. */
+  char big[400];
+  int n = snprintf(big, sizeof big, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"%080d%080d\"}}]}", 0, 0);
+  assert_int_equal(ag__openai_chunk_fast(big, (size_t)n, &c), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fast_chunk),
       cmocka_unit_test(test_stream_text),
       cmocka_unit_test(test_stream_tool_calls),
       cmocka_unit_test(test_request_body_structured_output),
