@@ -125,7 +125,7 @@ static struct {
   uv_poll_t tfd_poll;
   int tfd;
   /* results (measured requests only) */
-  uint64_t done, counts[RES_COUNT], late, stalls, connects, status[600];
+  uint64_t done, counts[RES_COUNT], late, stalls, connects, status[1000]; /* http_parser accepts 3 digits */
   series lat, ttft, gap;
 } g = {.tfd = -1};
 
@@ -806,7 +806,7 @@ static void report(void) {
          g.open_loop ? "open" : "closed", measured, g.counts[RES_OK], errors, g.counts[RES_MISMATCH], g.late,
          measured - g.done);
   const char *sep = "";
-  for (int i = 0; i < 600; i++) {
+  for (int i = 0; i < 1000; i++) {
     if (!g.status[i]) continue;
     printf("%s\"%d\":%" PRIu64, sep, i, g.status[i]);
     sep = ",";

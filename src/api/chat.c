@@ -39,12 +39,14 @@ typedef struct chat {
   char completion_id[48];
   int64_t created;
   ag_buf chunk; /* scratch for one SSE payload */
+  ag_buf head;  /* every chunk's beginning (id, created, model), built once the session id is known */
 } chat;
 
 static void chat_free(chat *c) {
   free(c->session_id);
   free(c->template_name);
   ag_buf_deinit(&c->chunk);
+  ag_buf_deinit(&c->head);
   free(c);
 }
 
@@ -68,26 +70,34 @@ static bool send_payload(chat *c) {
   return true;
 }
 
+/* Starts a chunk in c->chunk. Its beginning is the same for every chunk of the response, so it is
+ * formatted once (a streamed answer has hundreds of chunks). */
 static int chunk_head(chat *c) {
   ag_buf_reset(&c->chunk);
-  int rc =
-      ag_buf_appendf(&c->chunk, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
-                     c->completion_id, (long long)c->created);
-  if (rc == 0) rc = ag_buf_append_json_escaped(&c->chunk, c->session_id, strlen(c->session_id));
-  if (rc == 0) rc = ag_buf_append_str(&c->chunk, "\",\"choices\":[{\"index\":0,\"delta\":{");
+  int rc = 0;
+  if (c->head.len == 0) {
+    rc = ag_buf_appendf(&c->head, "{\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":%lld,\"model\":\"",
+                        c->completion_id, (long long)c->created);
+    if (rc == 0) rc = ag_buf_append_json_escaped(&c->head, c->session_id, strlen(c->session_id));
+    if (rc == 0) rc = ag_buf_append_str(&c->head, "\",\"choices\":[{\"index\":0,\"delta\":{");
+    if (rc < 0) ag_buf_reset(&c->head);
+  }
+  if (rc == 0) rc = ag_buf_append(&c->chunk, c->head.ptr, c->head.len);
   return rc;
 }
 
 static int chunk_tail(chat *c, const char *finish) {
-  return ag_buf_appendf(&c->chunk, "},\"finish_reason\":%s%s%s}]}", finish ? "\"" : "", finish ? finish : "null",
-                        finish ? "\"" : "");
+  if (!finish) return ag_buf_append_str(&c->chunk, "},\"finish_reason\":null}]}");
+  return ag_buf_appendf(&c->chunk, "},\"finish_reason\":\"%s\"}]}", finish);
 }
 
 /* One chunk with a single string field in the delta ("content", "reasoning_content"). */
 /* Returns false when `c` has been freed. */
 static bool send_text(chat *c, const char *field, const char *text, size_t len) {
   int rc = chunk_head(c);
-  if (rc == 0) rc = ag_buf_appendf(&c->chunk, "\"%s\":\"", field);
+  if (rc == 0) rc = ag_buf_append_char(&c->chunk, '"');
+  if (rc == 0) rc = ag_buf_append_str(&c->chunk, field);
+  if (rc == 0) rc = ag_buf_append(&c->chunk, "\":\"", 3);
   if (rc == 0) rc = ag_buf_append_json_escaped(&c->chunk, text, len);
   if (rc == 0) rc = ag_buf_append_char(&c->chunk, '"');
   if (rc == 0) rc = chunk_tail(c, NULL);
@@ -349,6 +359,7 @@ static chat *chat_new(ag_api_ctx *ctx, ag_http_req *req, const ag_chat_input *in
   ag_uuid4(uuid);
   snprintf(c->completion_id, sizeof c->completion_id, "chatcmpl-%s", uuid);
   ag_buf_init(&c->chunk, MAX_CHUNK_BYTES);
+  ag_buf_init(&c->head, 4096);
   return c;
 }
 

@@ -92,6 +92,20 @@ static bool str(rd *r, char *out, size_t cap, size_t *len) {
   r->p++;
   size_t n = 0;
   while (r->p < r->end) {
+    /* A run of plain ASCII first: most content is nothing else. */
+    const char *q = r->p;
+    while (q < r->end && (unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
+      q++;
+    if (q > r->p) {
+      size_t k = (size_t)(q - r->p);
+      if (out) {
+        if (n + k > cap) return false;
+        memcpy(out + n, r->p, k);
+      }
+      n += k;
+      r->p = q;
+      continue;
+    }
     unsigned char c = (unsigned char)*r->p;
     if (c == '"') {
       r->p++;

@@ -514,6 +514,7 @@ static int configure(sqlite3 *db, const char *path, const ag_store_options *opts
   int res = exec_pragma(db, opts->synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                         "setting synchronous", err, errlen);
   if (res == 0) res = exec_pragma(db, "PRAGMA foreign_keys=ON", "enabling foreign keys", err, errlen);
+  if (res == 0) res = exec_pragma(db, "PRAGMA wal_autocheckpoint=8000", "setting the checkpoint interval", err, errlen);
   if (res == 0 && opts->sqlite_cache_kib > 0) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA cache_size=-%d", opts->sqlite_cache_kib);
