@@ -1,24 +1,28 @@
 /* HTTP/1.1 load generator of the benchmark suite (../shared/BENCH.md): keep-alive connections over
- * loopback on one libuv loop, one thread, exactly one JSON object on stdout.
+ * loopback on one libuv loop, one thread; exactly one JSON object on stdout.
  *
- *   closed loop  --requests N --concurrency C: C connections, each sends its next request as soon
+ *   closed loop  --requests N --concurrency C: C connections, each sending its next request as soon
  *                as the previous response has fully arrived; latency from the send (or connect).
  *   open loop    --rate R --duration S: request i is due at t0 + i/R and goes out on an idle
- *                connection, a new one (up to --max-conns) or, if none, as soon as one frees (it
- *                is then "late"); latency from the due time, so a slow server cannot hide its
- *                queueing (no coordinated omission). The due times are kept by a timerfd armed at
- *                the next due time with ns precision: a 1 ms tick would add up to 1 ms of
- *                scheduling delay to every latency (M2 measures p99 <= 1 ms). Without timerfd we
- *                fall back to a 1 ms uv timer.
+ *                connection, or a new one (up to --max-conns), or else ("late") on the first one
+ *                that frees. Latency counts from the due time, so a slow server cannot hide its
+ *                queueing (no coordinated omission).
  *
- * A "request" is one call, or with --body2-file a pair of calls on the same connection (the second
- * sent when the first response is complete); the pair's latency and status are the request's. The
+ * Open-loop timing. Due requests go out after every poll phase (on_check) and on a timerfd armed
+ * for the next due time, its expiries at least --tick-us apart (100): below 10,000 req/s every
+ * request leaves within microseconds of its due time, above at most 100 us late. A 1 ms tick would
+ * add up to 1 ms to every latency (M2 looks for p99 <= 1 ms), but each near timer costs ~25 us of
+ * CPU on these VMs, so --tick-us trades precision for client CPU (--tick-us 1000 is a 1 ms tick,
+ * 0 a timer per request). Without timerfd we fall back to a 1 ms uv timer.
+ *
+ * A "request" is one call, or with --body2-file a pair of calls on one connection (the second sent
+ * when the first response is complete); the pair's latency and outcome are the request's. The
  * first K (--warmup) requests run like the others but are not measured.
  *
- * Each connection owns its parser and a few buffers reused across requests; reads go through one
- * shared buffer (libuv calls alloc and read back to back). A connection is a small state machine
- * (NONE -> CONNECTING -> OPEN -> CLOSING -> NONE); a request can be assigned in any state and goes
- * out once the connection is OPEN, so "Connection: close", resets and timeouts simply reconnect. */
+ * Each connection owns its parser and buffers, reused across requests; reads go through one shared
+ * buffer (libuv calls alloc and read back to back). A connection is a small state machine (NONE ->
+ * CONNECTING -> OPEN -> CLOSING -> NONE); a request can be assigned in any state and goes out once
+ * the connection is OPEN, so "Connection: close", resets and timeouts simply reconnect. */
 #include <errno.h>
 #include <getopt.h>
 #include <http_parser.h>
@@ -55,8 +59,8 @@ enum conn_state { C_NONE, C_CONNECTING, C_OPEN, C_CLOSING };
 
 /* How a request ended; RES_CONNECT and after are errors (the JSON's "errors_by"). */
 enum result { RES_OK, RES_MISMATCH, RES_CONNECT, RES_IO, RES_TIMEOUT, RES_PARSE, RES_HTTP, RES_EVENT, RES_COUNT };
-static const char *const result_names[RES_COUNT] = {"ok", "mismatch", "connect", "io", "timeout", "parse", "http",
-                                                  "event"};
+static const char *const result_names[RES_COUNT] = {"ok",      "mismatch", "connect", "io",
+                                                    "timeout", "parse",    "http",    "event"};
 
 typedef struct {
   char *p;
@@ -76,12 +80,12 @@ typedef struct conn {
   http_parser parser;
   struct conn *next_idle;
   unsigned char state;
-  bool busy;       /* a request is assigned */
-  bool measured;   /* ... and it is not a warmup request */
-  bool writing;    /* write_req in use */
-  bool want_send;  /* send_call once write_req is free */
-  bool keep;       /* the connection can carry the next call */
-  bool msg_done;   /* on_message_complete ran during this http_parser_execute */
+  bool busy;      /* a request is assigned */
+  bool measured;  /* ... and it is not a warmup request */
+  bool writing;   /* write_req in use */
+  bool want_send; /* send_call once write_req is free */
+  bool keep;      /* the connection can carry the next call */
+  bool msg_done;  /* on_message_complete ran during this http_parser_execute */
   bool sse, in_value, hdr_ctype, has_data, err_event, stalled;
   int phase;          /* 0, or 1 for the second call of a pair */
   int status;         /* of the last response */
@@ -108,15 +112,15 @@ static struct {
   size_t expect_len;
   bool have_expect, need_text, open_loop, print_text;
   uint64_t total, warmup, timeout_ms;
-  unsigned concurrency, max_conns;
-  double rate, duration;
+  unsigned max_conns;
+  double rate;
   const char *lat_out;
   /* state */
   conn **conns;
   unsigned nconns, open_conns, peak_conns, connecting;
-  conn *idle;        /* open loop: connections without a request */
-  uint64_t issued;   /* requests assigned to a connection */
-  uint64_t due;      /* open loop: requests whose due time has come */
+  conn *idle;      /* open loop: connections without a request */
+  uint64_t issued; /* requests assigned to a connection */
+  uint64_t due;    /* open loop: requests whose due time has come */
   uint64_t late_upto;
   uint64_t completed, t0, t_begin, t_end, now, armed_at, fired_at, tick_ns;
   bool stopping;
@@ -190,10 +194,9 @@ static long hex4(const char *p, const char *end) {
   if (end - p < 4) return -1;
   long v = 0;
   for (int i = 0; i < 4; i++) {
-    char ch = p[i];
-    int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
-                                            : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
-                                                                     : -1;
+    int ch = p[i], d = ch >= '0' && ch <= '9'                 ? ch - '0'
+                       : (ch | 32) >= 'a' && (ch | 32) <= 'f' ? (ch | 32) - 'a' + 10
+                                                              : -1;
     if (d < 0) return -1;
     v = v * 16 + d;
   }
@@ -202,26 +205,11 @@ static long hex4(const char *p, const char *end) {
 
 static void put_utf8(buf *out, unsigned long cp) {
   unsigned char u[4];
-  size_t n;
-  if (cp < 0x80) {
-    u[0] = (unsigned char)cp;
-    n = 1;
-  } else if (cp < 0x800) {
-    u[0] = (unsigned char)(0xC0 | cp >> 6);
-    u[1] = (unsigned char)(0x80 | (cp & 0x3F));
-    n = 2;
-  } else if (cp < 0x10000) {
-    u[0] = (unsigned char)(0xE0 | cp >> 12);
-    u[1] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    u[2] = (unsigned char)(0x80 | (cp & 0x3F));
-    n = 3;
-  } else {
-    u[0] = (unsigned char)(0xF0 | cp >> 18);
-    u[1] = (unsigned char)(0x80 | (cp >> 12 & 0x3F));
-    u[2] = (unsigned char)(0x80 | (cp >> 6 & 0x3F));
-    u[3] = (unsigned char)(0x80 | (cp & 0x3F));
-    n = 4;
-  }
+  size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  static const unsigned char lead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+  for (size_t i = n - 1; i > 0; i--, cp >>= 6)
+    u[i] = (unsigned char)(0x80 | (cp & 0x3F));
+  u[0] = (unsigned char)(lead[n] | cp);
   buf_add(out, u, n);
 }
 
@@ -506,6 +494,19 @@ static void finish(conn *c, int res) {
   conn_free(c);
 }
 
+static void on_write(uv_write_t *req, int status);
+
+static void start_write(conn *c) {
+  uv_buf_t b = uv_buf_init(g.req[c->phase], (unsigned)g.req_len[c->phase]);
+  c->writing = true;
+  if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
+    c->writing = false;
+    finish(c, RES_IO);
+  }
+}
+
+/* The callback of a write always runs before the response to it is read (libuv runs completed
+ * writes before polling), but want_send keeps us safe should that ever not hold. */
 static void on_write(uv_write_t *req, int status) {
   conn *c = req->data;
   c->writing = false;
@@ -517,12 +518,7 @@ static void on_write(uv_write_t *req, int status) {
   }
   if (c->want_send) {
     c->want_send = false;
-    uv_buf_t b = uv_buf_init(g.req[c->phase], (unsigned)g.req_len[c->phase]);
-    c->writing = true;
-    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-      c->writing = false;
-      finish(c, RES_IO);
-    }
+    start_write(c);
   }
 }
 
@@ -535,16 +531,10 @@ static void send_call(conn *c) {
   c->field_len = c->ctype_len = 0;
   c->t_last_ev = 0;
   c->keep = true;
-  if (c->writing) { /* the previous write's callback has not run yet (see on_write) */
+  if (c->writing)
     c->want_send = true;
-    return;
-  }
-  uv_buf_t b = uv_buf_init(g.req[c->phase], (unsigned)g.req_len[c->phase]);
-  c->writing = true;
-  if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &b, 1, on_write) < 0) {
-    c->writing = false;
-    finish(c, RES_IO);
-  }
+  else
+    start_write(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) { *b = uv_buf_init(read_buf, sizeof read_buf); }
@@ -801,8 +791,8 @@ static void report(void) {
   uint64_t measured = g.total - g.warmup, errors = 0;
   for (int r = RES_CONNECT; r < RES_COUNT; r++)
     errors += g.counts[r];
-  printf("{\"mode\":\"%s\",\"requests\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64
-         ",\"mismatches\":%" PRIu64 ",\"late\":%" PRIu64 ",\"unfinished\":%" PRIu64 ",\"status\":{",
+  printf("{\"mode\":\"%s\",\"requests\":%" PRIu64 ",\"ok\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"mismatches\":%" PRIu64
+         ",\"late\":%" PRIu64 ",\"unfinished\":%" PRIu64 ",\"status\":{",
          g.open_loop ? "open" : "closed", measured, g.counts[RES_OK], errors, g.counts[RES_MISMATCH], g.late,
          measured - g.done);
   const char *sep = "";
@@ -822,18 +812,17 @@ static void report(void) {
   print_series("lat_ms", &g.lat, true);
   print_series("ttft_ms", &g.ttft, false);
   print_series("gap_ms", &g.gap, false);
-  printf(",\"stalls_200ms\":%" PRIu64 ",\"max_conns\":%u,\"connects\":%" PRIu64 ",\"client_cpu_ms\":%.1f}\n",
-         g.stalls, g.peak_conns, g.connects, cpu_ms);
+  printf(",\"stalls_200ms\":%" PRIu64 ",\"max_conns\":%u,\"connects\":%" PRIu64 ",\"client_cpu_ms\":%.1f}\n", g.stalls,
+         g.peak_conns, g.connects, cpu_ms);
   fflush(stdout);
 }
 
 static void usage(const char *why) {
   if (why) fprintf(stderr, "loadgen: %s\n", why);
-  fprintf(stderr,
-          "usage: loadgen --url http://HOST:PORT/PATH [--method GET|POST] [--body-file F] [--body2-file F2]\n"
-          "               [--header 'Name: v']... (--requests N --concurrency C | --rate R --duration S\n"
-          "               [--max-conns M] [--tick-us U]) [--expect-file E] [--timeout-ms T] [--warmup K]\n"
-          "               [--latencies-out F] [--print-text]\n");
+  fprintf(stderr, "usage: loadgen --url http://HOST:PORT/PATH [--method GET|POST] [--body-file F] [--body2-file F2]\n"
+                  "               [--header 'Name: v']... (--requests N --concurrency C | --rate R --duration S\n"
+                  "               [--max-conns M] [--tick-us U]) [--expect-file E] [--timeout-ms T] [--warmup K]\n"
+                  "               [--latencies-out F] [--print-text]\n");
   exit(2);
 }
 
@@ -923,46 +912,51 @@ static void build_request(int i, const char *method, const char *path, const cha
 }
 
 int main(int argc, char **argv) {
-  enum { O_URL = 256, O_METHOD, O_BODY, O_BODY2, O_HEADER, O_REQUESTS, O_CONC, O_RATE, O_DURATION, O_MAXCONNS,
-         O_EXPECT, O_TIMEOUT, O_WARMUP, O_LATOUT, O_PRINT, O_TICK, O_HELP };
-  static const struct option opts[] = {
-      {"url", required_argument, NULL, O_URL},           {"method", required_argument, NULL, O_METHOD},
-      {"body-file", required_argument, NULL, O_BODY},    {"body2-file", required_argument, NULL, O_BODY2},
-      {"header", required_argument, NULL, O_HEADER},     {"requests", required_argument, NULL, O_REQUESTS},
-      {"concurrency", required_argument, NULL, O_CONC},  {"rate", required_argument, NULL, O_RATE},
-      {"duration", required_argument, NULL, O_DURATION}, {"max-conns", required_argument, NULL, O_MAXCONNS},
-      {"expect-file", required_argument, NULL, O_EXPECT}, {"timeout-ms", required_argument, NULL, O_TIMEOUT},
-      {"warmup", required_argument, NULL, O_WARMUP},     {"latencies-out", required_argument, NULL, O_LATOUT},
-      {"print-text", no_argument, NULL, O_PRINT},        {"tick-us", required_argument, NULL, O_TICK},
-      {"help", no_argument, NULL, O_HELP},
-      {NULL, 0, NULL, 0}};
+  static const struct option opts[] = {{"url", required_argument, NULL, 'u'},
+                                       {"method", required_argument, NULL, 'm'},
+                                       {"body-file", required_argument, NULL, 'b'},
+                                       {"body2-file", required_argument, NULL, 'B'},
+                                       {"header", required_argument, NULL, 'H'},
+                                       {"requests", required_argument, NULL, 'n'},
+                                       {"concurrency", required_argument, NULL, 'c'},
+                                       {"rate", required_argument, NULL, 'r'},
+                                       {"duration", required_argument, NULL, 'd'},
+                                       {"max-conns", required_argument, NULL, 'M'},
+                                       {"expect-file", required_argument, NULL, 'e'},
+                                       {"timeout-ms", required_argument, NULL, 't'},
+                                       {"warmup", required_argument, NULL, 'w'},
+                                       {"latencies-out", required_argument, NULL, 'l'},
+                                       {"print-text", no_argument, NULL, 'p'},
+                                       {"tick-us", required_argument, NULL, 'k'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
   const char *url = NULL, *method = NULL, *body_file = NULL, *body2_file = NULL, *expect_file = NULL;
   const char *hdrs[MAX_HEADERS];
   int nhdrs = 0, opt;
   double requests = -1, concurrency = -1, rate = -1, duration = -1, max_conns = 10000, timeout = 30000, warmup = 0,
          tick_us = 100;
-  while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+  while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) { /* long options only */
     switch (opt) {
-    case O_URL: url = optarg; break;
-    case O_METHOD: method = optarg; break;
-    case O_BODY: body_file = optarg; break;
-    case O_BODY2: body2_file = optarg; break;
-    case O_HEADER:
+    case 'u': url = optarg; break;
+    case 'm': method = optarg; break;
+    case 'b': body_file = optarg; break;
+    case 'B': body2_file = optarg; break;
+    case 'H':
       if (nhdrs == MAX_HEADERS) usage("too many --header");
       if (!strchr(optarg, ':') || strpbrk(optarg, "\r\n")) usage("--header wants 'Name: value'");
       hdrs[nhdrs++] = optarg;
       break;
-    case O_REQUESTS: requests = num_arg(optarg, 1); break;
-    case O_CONC: concurrency = num_arg(optarg, 1); break;
-    case O_RATE: rate = num_arg(optarg, 1e-3); break;
-    case O_DURATION: duration = num_arg(optarg, 1e-3); break;
-    case O_MAXCONNS: max_conns = num_arg(optarg, 1); break;
-    case O_EXPECT: expect_file = optarg; break;
-    case O_TIMEOUT: timeout = num_arg(optarg, 1); break;
-    case O_WARMUP: warmup = num_arg(optarg, 0); break;
-    case O_LATOUT: g.lat_out = optarg; break;
-    case O_PRINT: g.print_text = true; break;
-    case O_TICK: tick_us = num_arg(optarg, 0); break;
+    case 'n': requests = num_arg(optarg, 1); break;
+    case 'c': concurrency = num_arg(optarg, 1); break;
+    case 'r': rate = num_arg(optarg, 1e-3); break;
+    case 'd': duration = num_arg(optarg, 1e-3); break;
+    case 'M': max_conns = num_arg(optarg, 1); break;
+    case 'e': expect_file = optarg; break;
+    case 't': timeout = num_arg(optarg, 1); break;
+    case 'w': warmup = num_arg(optarg, 0); break;
+    case 'l': g.lat_out = optarg; break;
+    case 'p': g.print_text = true; break;
+    case 'k': tick_us = num_arg(optarg, 0); break;
     default: usage(NULL);
     }
   }
@@ -997,7 +991,6 @@ int main(int argc, char **argv) {
   g.timeout_ms = (uint64_t)timeout;
   g.tick_ns = (uint64_t)(tick_us * 1000);
   g.rate = rate;
-  g.duration = duration;
   g.total = g.warmup + (open ? (uint64_t)llround(rate * duration) : (uint64_t)requests);
   if (g.total == g.warmup) usage("--rate * --duration is below one request");
   g.max_conns = open ? (unsigned)max_conns : (unsigned)(concurrency < (double)g.total ? concurrency : (double)g.total);
@@ -1013,7 +1006,8 @@ int main(int argc, char **argv) {
   g.loop = uv_default_loop();
   g.conns = calloc(g.max_conns, sizeof *g.conns);
   if (!g.conns) die("out of memory");
-  uint64_t deadline_ms = open ? (uint64_t)((g.warmup / rate + duration + OPEN_GRACE_S) * 1000) : CLOSED_DEADLINE_S * 1000;
+  uint64_t deadline_ms =
+      open ? (uint64_t)((g.warmup / rate + duration + OPEN_GRACE_S) * 1000) : CLOSED_DEADLINE_S * 1000;
   uv_timer_init(g.loop, &g.deadline);
   uv_timer_start(&g.deadline, on_deadline, deadline_ms, 0);
   g.now = g.t0 = uv_hrtime();

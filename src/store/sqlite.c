@@ -54,6 +54,13 @@ typedef struct sq_db {
   ag__sql_batch *done_head, *done_tail;
   bool stop;          /* set by close: exit once todo is empty */
   bool worker_exited; /* the connection is closed and the worker is about to return */
+  /* The checkpointer: a thread with its own connection that copies the WAL back into the
+   * database when the WAL has grown (the worker's commits signal it from the WAL hook), so that
+   * no commit waits behind a checkpoint. */
+  uv_thread_t ckpt_thread;
+  uv_cond_t ckpt_cv;
+  sqlite3 *ckpt_db;
+  bool ckpt_started, ckpt_want, ckpt_stop;
 
   /* Loop thread only. */
   size_t inflight; /* submitted, callback not yet run; the async handle is ref'd while > 0 */
@@ -349,6 +356,77 @@ static void worker_main(void *arg) {
   uv_async_send(&d->async);
 }
 
+/* ---- checkpointer ---------------------------------------------------------------------------- */
+
+/* WAL pages after which a checkpoint is asked for (SQLite's own default threshold). */
+#define CKPT_PAGES 1000
+
+/* The worker's WAL hook, after each commit: replaces SQLite's automatic checkpoint, which would
+ * run inside the committing transaction's thread and hold every commit behind it. */
+static int on_wal(void *ud, sqlite3 *db, const char *name, int pages) {
+  (void)db;
+  (void)name;
+  sq_db *d = ud;
+  if (pages < CKPT_PAGES) return SQLITE_OK;
+  uv_mutex_lock(&d->mu);
+  if (!d->ckpt_want) {
+    d->ckpt_want = true;
+    uv_cond_signal(&d->ckpt_cv);
+  }
+  uv_mutex_unlock(&d->mu);
+  return SQLITE_OK;
+}
+
+static void ckpt_main(void *arg) {
+  sq_db *d = arg;
+  uv_mutex_lock(&d->mu);
+  for (;;) {
+    while (!d->ckpt_want && !d->ckpt_stop)
+      uv_cond_wait(&d->ckpt_cv, &d->mu);
+    if (d->ckpt_stop) break;
+    d->ckpt_want = false;
+    uv_mutex_unlock(&d->mu);
+    /* PASSIVE: copies what it can without waiting for (or blocking) the writer. */
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(d->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) ag_log_warn(NULL, "sqlite checkpoint: %s", sqlite3_errstr(rc));
+    uv_mutex_lock(&d->mu);
+  }
+  uv_mutex_unlock(&d->mu);
+  sqlite3_close(d->ckpt_db);
+  d->ckpt_db = NULL;
+}
+
+/* Starts the checkpointer; without it (an in-memory database, or a failure) SQLite's automatic
+ * checkpoint stays on, in the worker. */
+static void ckpt_start(sq_db *d) {
+  if (!d->path || !*d->path || strcmp(d->path, ":memory:") == 0) return;
+  if (uv_cond_init(&d->ckpt_cv) != 0) return;
+  /* A fresh connection knows the file is in WAL mode only once it has read it: one query does. */
+  if (sqlite3_open_v2(d->path, &d->ckpt_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK ||
+      sqlite3_exec(d->ckpt_db, "PRAGMA journal_mode", NULL, NULL, NULL) != SQLITE_OK ||
+      uv_thread_create(&d->ckpt_thread, ckpt_main, d) != 0) {
+    ag_log_warn(NULL, "sqlite: no checkpoint thread; checkpoints run with the commits");
+    if (d->ckpt_db) sqlite3_close(d->ckpt_db);
+    d->ckpt_db = NULL;
+    uv_cond_destroy(&d->ckpt_cv);
+    return;
+  }
+  d->ckpt_started = true;
+  sqlite3_wal_hook(d->db, on_wal, d);
+}
+
+static void ckpt_stop(sq_db *d) {
+  if (!d->ckpt_started) return;
+  uv_mutex_lock(&d->mu);
+  d->ckpt_stop = true;
+  uv_cond_signal(&d->ckpt_cv);
+  uv_mutex_unlock(&d->mu);
+  uv_thread_join(&d->ckpt_thread);
+  uv_cond_destroy(&d->ckpt_cv);
+  d->ckpt_started = false;
+}
+
 /* ---- loop side ------------------------------------------------------------------------------- */
 
 static void free_db(sq_db *d) {
@@ -386,6 +464,7 @@ static void on_async(uv_async_t *a) {
   if (exited && !d->joined) {
     /* The worker has only its final uv_async_send left, so this join is immediate. */
     uv_thread_join(&d->thread);
+    ckpt_stop(d);
     d->joined = true;
     uv_close((uv_handle_t *)&d->async, on_async_closed);
   }
@@ -417,7 +496,9 @@ static int sq_start(ag__db *base, uv_loop_t *loop, char *err, size_t errlen) {
   }
   d->async.data = d;
   uv_unref((uv_handle_t *)&d->async); /* idle store: does not keep the loop alive */
+  ckpt_start(d);
   if (uv_thread_create(&d->thread, worker_main, d) != 0) {
+    ckpt_stop(d);
     ag__set_err(err, errlen, "cannot start the sqlite worker thread");
     uv_close((uv_handle_t *)&d->async, NULL);
     uv_cond_destroy(&d->cv);
@@ -514,7 +595,6 @@ static int configure(sqlite3 *db, const char *path, const ag_store_options *opts
   int res = exec_pragma(db, opts->synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
                         "setting synchronous", err, errlen);
   if (res == 0) res = exec_pragma(db, "PRAGMA foreign_keys=ON", "enabling foreign keys", err, errlen);
-  if (res == 0) res = exec_pragma(db, "PRAGMA wal_autocheckpoint=8000", "setting the checkpoint interval", err, errlen);
   if (res == 0 && opts->sqlite_cache_kib > 0) {
     char pragma[64];
     snprintf(pragma, sizeof pragma, "PRAGMA cache_size=-%d", opts->sqlite_cache_kib);

@@ -881,6 +881,35 @@ static void test_checkpoints_children_wakeups(void **state) {
   fx_close(f, st);
 }
 
+/* The checkpointer thread copies the WAL back while the store runs: the database file grows
+ * before the store is closed (SQLite's own checkpoint is off, so nothing else would). */
+static off_t file_size(const char *path) {
+  struct stat stt;
+  return stat(path, &stt) == 0 ? stt.st_size : -1;
+}
+
+static void test_sqlite_checkpointer(void **state) {
+  fixture *f = fx_get(state);
+  ag_store *st = fx_open(f);
+  off_t before = file_size(f->path);
+  char text[2048];
+  memset(text, 'x', sizeof text - 1);
+  text[sizeof text - 1] = '\0';
+  /* About 3,000 pages of WAL: well past the 1,000 that ask for a checkpoint. */
+  for (int i = 0; i < 3000; i++) {
+    char id[32];
+    snprintf(id, sizeof id, "ck%d", i);
+    ag_session_rec s = session(id, "completed", 100 + i);
+    s.result = text;
+    assert_int_equal(commit_session(f, st, &s), 0);
+  }
+  off_t after = -1;
+  for (int i = 0; i < 200 && (after = file_size(f->path)) <= before + (off_t)(1 << 20); i++)
+    usleep(10 * 1000);
+  assert_true(after > before + (off_t)(1 << 20));
+  fx_close(f, st);
+}
+
 static void test_transition_all(void **state) {
   fixture *f = fx_get(state);
   ag_store *st = fx_open(f);
@@ -1135,6 +1164,7 @@ int main(void) {
       STORE_TEST(test_burst_in_order),
       STORE_TEST(test_queued_steps_fail_alone),
       cmocka_unit_test_setup_teardown(test_sqlite_group_commit, fx_setup_sqlite, fx_teardown),
+      cmocka_unit_test_setup_teardown(test_sqlite_checkpointer, fx_setup_sqlite, fx_teardown),
       STORE_TEST(test_must_change_precedence),
       STORE_TEST(test_concurrent_sessions),
       STORE_TEST(test_close_drains_queue),
