@@ -34,8 +34,13 @@
 #define DEFAULT_IDLE_MS 60000u
 #define DEFAULT_TOTAL_MS 600000u
 #define DEFAULT_MAX_RESPONSE ((size_t)64 << 20)
-/* Keep this many idle connections per client; upstream LLM endpoints are few. */
-#define MAX_CACHED_CONNECTIONS 32
+/* Keep this many idle connections per client; upstream LLM endpoints are few, but a busy server
+ * has hundreds of calls in flight to one of them, and a connection closed after each call is a
+ * TCP handshake (and teardown) on the next. */
+#define MAX_CACHED_CONNECTIONS 1024
+/* curl's receive buffer per call (its default is 16 KiB): streamed chunks are small, and the
+ * buffer is held for as long as a call is in flight. */
+#define RECV_BUFFER_BYTES 4096L
 
 #ifdef CURL_WRITEFUNC_ERROR
 #define WRITE_ABORT CURL_WRITEFUNC_ERROR
@@ -479,6 +484,7 @@ int ag_http_call_start(ag_http_client *c, const ag_http_call_opts *opts, ag_http
   SETOPT(CURLOPT_NOSIGNAL, 1L);
   SETOPT(CURLOPT_TCP_NODELAY, 1L);
   SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
+  SETOPT(CURLOPT_BUFFERSIZE, RECV_BUFFER_BYTES);
   SETOPT(CURLOPT_HTTPHEADER, call->headers);
   SETOPT(CURLOPT_HEADERFUNCTION, on_curl_header);
   SETOPT(CURLOPT_HEADERDATA, call);
