@@ -441,7 +441,7 @@ if (want('M3')) await wM3();
 if (want('M2')) await wM2();
 if (want('M5')) await wM5();
 if (!QUICK && want('M6')) external('M6', 'M6 step commits per backend (bench/store.sh)', 'bash', ['bench/store.sh']);
-if (want('M7')) {
+if (!QUICK && want('M7')) {
   const dir = ['../shared/eval/tool-retrieval/seal-tools', '/work/shared/eval/tool-retrieval/seal-tools'].map((d) => path.resolve(ROOT, d)).find((d) => fs.existsSync(d));
   if (dir && fs.existsSync(path.join(ROOT, 'build/bench/search'))) external('M7', 'M7 tool search latency (build/bench/search)', path.join(ROOT, 'build/bench/search'), [dir]);
 }
