@@ -9,7 +9,11 @@
  * every later reader.
  *
  * Batches about one session carry its id as their key, so they run in submission order on every
- * backend: a load that follows a commit sees it. */
+ * backend: a load that follows a commit sees it.
+ *
+ * What a session was created with (template and version, task, stream format, parent, thread,
+ * created_at) is written by its first commit only: later upserts set only what changes, so the
+ * indexes on those columns are not rewritten at every step. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,9 +23,7 @@
 static const char sql_upsert_session[] =
     "INSERT INTO sessions (" AG__SESSION_COLS ") "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) "
-    "ON CONFLICT (id) DO UPDATE SET template_name = excluded.template_name, "
-    "template_version = excluded.template_version, state = excluded.state, task = excluded.task, "
-    "stream_format = excluded.stream_format, parent_id = excluded.parent_id, thread_id = excluded.thread_id, "
+    "ON CONFLICT (id) DO UPDATE SET state = excluded.state, "
     "stage = excluded.stage, iteration = excluded.iteration, searches_used = excluded.searches_used, "
     "clarifications_used = excluded.clarifications_used, prompt_tokens = excluded.prompt_tokens, "
     "completion_tokens = excluded.completion_tokens, total_tokens = excluded.total_tokens, "

@@ -61,6 +61,7 @@ typedef struct sq_db {
   uv_cond_t ckpt_cv;
   sqlite3 *ckpt_db;
   bool ckpt_started, ckpt_want, ckpt_stop;
+  int ckpt_mark; /* WAL frames when the last checkpoint was asked for (worker thread only) */
 
   /* Loop thread only. */
   size_t inflight; /* submitted, callback not yet run; the async handle is ref'd while > 0 */
@@ -360,14 +361,26 @@ static void worker_main(void *arg) {
 
 /* WAL pages after which a checkpoint is asked for (SQLite's own default threshold). */
 #define CKPT_PAGES 1000
+/* WAL pages at which the worker finishes the checkpoint itself. A WAL starts again from its
+ * beginning only after a checkpoint that copied all of it, and with commits arriving all the time
+ * the checkpointer's copies always end a few frames short: the worker copies the rest (what the
+ * checkpointer left, little), so that the WAL does not grow without end. */
+#define RESTART_PAGES (4 * CKPT_PAGES)
 
 /* The worker's WAL hook, after each commit: replaces SQLite's automatic checkpoint, which would
  * run inside the committing transaction's thread and hold every commit behind it. */
 static int on_wal(void *ud, sqlite3 *db, const char *name, int pages) {
-  (void)db;
-  (void)name;
   sq_db *d = ud;
-  if (pages < CKPT_PAGES) return SQLITE_OK;
+  /* Once per CKPT_PAGES new frames: a WAL that keeps growing while it is copied back (the writer
+   * never pauses) must not have every commit start another copy of the same hot pages. */
+  if (pages < d->ckpt_mark) d->ckpt_mark = 0; /* the WAL restarted from its beginning */
+  if (pages >= RESTART_PAGES) {
+    /* Busy (the checkpointer is copying) or not: the next commit tries again. */
+    (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    return SQLITE_OK;
+  }
+  if (pages - d->ckpt_mark < CKPT_PAGES) return SQLITE_OK;
+  d->ckpt_mark = pages;
   uv_mutex_lock(&d->mu);
   if (!d->ckpt_want) {
     d->ckpt_want = true;

@@ -94,10 +94,11 @@ typedef struct ag_step_rec {
   int64_t created_at;
 } ag_step_rec;
 
-/* One step, committed atomically. `session` is upserted (inserted the first time, then updated
- * in full); messages are appended and must continue the session's seq without gaps; `execs` are
- * new tool-execution rows (status "started" for a call about to run, or already finished);
- * `finished` completes started rows, matched by tool_call_id (result, status, duration_ms,
+/* One step, committed atomically. `session` is upserted: inserted the first time, then updated
+ * in everything but what it was created with (template_name, template_version, task,
+ * stream_format, parent_id, thread_id, created_at: fixed by the first commit); messages are appended and must continue
+ * the session's seq without gaps; `execs` are new tool-execution rows (status "started" for a call about to run, or
+ * already finished); `finished` completes started rows, matched by tool_call_id (result, status, duration_ms,
  * finished_at are taken from each), and fails the step with AG_ENOTFOUND if there is none. */
 typedef struct ag_step_commit {
   const ag_session_rec *session;
