@@ -314,7 +314,7 @@ async function frontier(url, opts, bounds, start, cap, watch) {
   // Open loop at doubling rates until p99 passes the largest bound, an error appears or the cap.
   const best = Object.fromEntries(bounds.map((b) => [b, 0]));
   for (let rate = start; rate <= cap; rate *= 2) {
-    const r = await loadgen(url, { ...opts, rate, duration: QUICK ? 2 : 4 }, watch);
+    const r = await loadgen(url, { ...opts, rate, duration: QUICK ? 1 : 4 }, watch);
     const clean = r.errors === 0 && r.mismatches === 0 && r.ok > 0;
     for (const b of bounds) if (clean && r.lat_ms.p99 <= b) best[b] = rate;
     if (!clean || r.lat_ms.p99 > bounds.at(-1)) break;
@@ -362,7 +362,7 @@ async function wM3() {
 async function wM5() {
   const up = await fake();
   const a = await agentd(up);
-  const parked = QUICK ? 2000 : 100000;
+  const parked = QUICK ? 1000 : 100000;
   const warm = await loadgen(`${a.url}/v1/chat/completions`, { body: file('park.json', chatBody('park-agent')), requests: 200, concurrency: 20 });
   if (warm.ok !== 200) console.warn(`M5 warm-up: ${warm.ok}/200`);
   const r0 = procMem(a.pid).rss;
@@ -374,7 +374,7 @@ async function wM5() {
   record('M5.parked_db', 'M5 database bytes per parked session (SQLite, on disk)', 'B', db / (parked + 200));
   record('M5.park_rate', 'M5 sessions parked per second', '/s', r.rate);
   // Steady load: RSS after the first tenth and at the end of a long run of reference sessions.
-  const steady = QUICK ? 3000 : 30000;
+  const steady = QUICK ? 2000 : 30000;
   const body = file('chat.json', chatBody('support-agent'));
   await loadgen(`${a.url}/v1/chat/completions`, { body, requests: steady / 10, concurrency: 20 });
   const s0 = procMem(a.pid).rss;
