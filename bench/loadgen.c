@@ -872,7 +872,7 @@ static void parse_url(const char *url, char *hostport, size_t hpsize, const char
   if (nl >= sizeof host || (colon && strlen(colon + 1) >= sizeof port)) usage("bad --url host");
   memcpy(host, hostport, nl);
   host[nl] = 0;
-  if (colon) strcpy(port, colon + 1);
+  if (colon) snprintf(port, sizeof port, "%s", colon + 1);
   if (host[0] == '[') { /* [v6] */
     memmove(host, host + 1, nl);
     host[strlen(host) - 1] = 0;

@@ -563,13 +563,17 @@ void ag__session_begin_step(ag_session *s) {
                s->iteration);
 }
 
+void ag__session_add_usage(ag_session *s, const ag_usage *u) {
+  s->run.prompt_tokens += u->prompt_tokens;
+  s->run.completion_tokens += u->completion_tokens;
+  s->run.total_tokens += u->total_tokens;
+  s->total.prompt_tokens += u->prompt_tokens;
+  s->total.completion_tokens += u->completion_tokens;
+  s->total.total_tokens += u->total_tokens;
+}
+
 void ag__session_record_usage(ag_session *s, const ag_chat_result *res) {
-  s->run.prompt_tokens += res->usage.prompt_tokens;
-  s->run.completion_tokens += res->usage.completion_tokens;
-  s->run.total_tokens += res->usage.total_tokens;
-  s->total.prompt_tokens += res->usage.prompt_tokens;
-  s->total.completion_tokens += res->usage.completion_tokens;
-  s->total.total_tokens += res->usage.total_tokens;
+  ag__session_add_usage(s, &res->usage);
   s->has_usage = true;
   s->usage_rec.model = ag_strdup(res->model ? res->model : (s->tpl->model ? s->tpl->model : s->rt->cfg.default_model));
   s->usage_rec.prompt_tokens = res->usage.prompt_tokens;

@@ -147,6 +147,8 @@ void ag__session_complete_answer(ag_session *s, const char *answer);
 /* The common start of every LLM callback: the call is no longer pending; a shut-down, cancelled
  * or failed run is ended here (res freed). True when the callback has nothing more to do. */
 bool ag__session_llm_ended(ag_session *s, int err, ag_chat_result *res, const ag_llm_error *lerr);
+/* Adds tokens spent for this session (a delegated child's) to the run and the session. */
+void ag__session_add_usage(ag_session *s, const ag_usage *u);
 /* Adds an LLM call's usage to the run and the session, for the next commit. */
 void ag__session_record_usage(ag_session *s, const ag_chat_result *res);
 /* Drops the pending step record. */

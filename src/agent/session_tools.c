@@ -119,12 +119,7 @@ static void on_tool_done(int err, ag_tool_output *out, void *ud) {
   s->tool_out = out;
   /* A delegated agent's tokens are this session's too (usage rolls up to the parent). */
   ag_usage u = {out->prompt_tokens, out->completion_tokens, out->total_tokens};
-  s->run.prompt_tokens += u.prompt_tokens;
-  s->run.completion_tokens += u.completion_tokens;
-  s->run.total_tokens += u.total_tokens;
-  s->total.prompt_tokens += u.prompt_tokens;
-  s->total.completion_tokens += u.completion_tokens;
-  s->total.total_tokens += u.total_tokens;
+  ag__session_add_usage(s, &u);
   if (s->cancel) {
     ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
     return;

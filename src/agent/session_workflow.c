@@ -237,12 +237,7 @@ static void child_end(const ag_run_end *end, void *ud) {
   ag_session *s = ud;
   s->wf_child = NULL;
   s->pending--;
-  s->run.prompt_tokens += end->usage.prompt_tokens;
-  s->run.completion_tokens += end->usage.completion_tokens;
-  s->run.total_tokens += end->usage.total_tokens;
-  s->total.prompt_tokens += end->usage.prompt_tokens;
-  s->total.completion_tokens += end->usage.completion_tokens;
-  s->total.total_tokens += end->usage.total_tokens;
+  ag__session_add_usage(s, &end->usage);
   if (s->phase == PH_ENDED) {
     ag__session_maybe_free(s);
     return;
