@@ -572,6 +572,20 @@ void ag__session_add_usage(ag_session *s, const ag_usage *u) {
   s->total.total_tokens += u->total_tokens;
 }
 
+bool ag__session_child_ended(ag_session *s, const ag_run_end *end) {
+  s->pending--;
+  ag__session_add_usage(s, &end->usage);
+  if (s->phase == PH_ENDED) {
+    ag__session_maybe_free(s);
+    return true;
+  }
+  if (s->cancel) {
+    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
+    return true;
+  }
+  return false;
+}
+
 void ag__session_record_usage(ag_session *s, const ag_chat_result *res) {
   ag__session_add_usage(s, &res->usage);
   s->has_usage = true;

@@ -149,6 +149,10 @@ void ag__session_complete_answer(ag_session *s, const char *answer);
 bool ag__session_llm_ended(ag_session *s, int err, ag_chat_result *res, const ag_llm_error *lerr);
 /* Adds tokens spent for this session (a delegated child's) to the run and the session. */
 void ag__session_add_usage(ag_session *s, const ag_usage *u);
+/* A child session this one waited for (a router's hand-over, a workflow node) has ended: the wait
+ * is over and the child's tokens are this session's too. True when there is nothing more to do:
+ * the session had ended (and may now be freed), or it was cancelled meanwhile (and ends here). */
+bool ag__session_child_ended(ag_session *s, const ag_run_end *end);
 /* Adds an LLM call's usage to the run and the session, for the next commit. */
 void ag__session_record_usage(ag_session *s, const ag_chat_result *res);
 /* Drops the pending step record. */

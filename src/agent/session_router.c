@@ -41,17 +41,7 @@ static void child_progress(const char *text, size_t len, void *ud) {
 static void child_end(const ag_run_end *end, void *ud) {
   ag_session *s = ud;
   s->route_child = NULL;
-  s->pending--;
-  /* The child's tokens are the router's too. */
-  ag__session_add_usage(s, &end->usage);
-  if (s->phase == PH_ENDED) {
-    ag__session_maybe_free(s);
-    return;
-  }
-  if (s->cancel) {
-    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
+  if (ag__session_child_ended(s, end)) return;
   if (end->state == AG_SESSION_COMPLETED) {
     ag__session_set_str(&s->result, end->text ? end->text : "");
     ag__session_complete_answer(s, s->result ? s->result : "");

@@ -236,16 +236,7 @@ static void child_progress(const char *text, size_t len, void *ud) {
 static void child_end(const ag_run_end *end, void *ud) {
   ag_session *s = ud;
   s->wf_child = NULL;
-  s->pending--;
-  ag__session_add_usage(s, &end->usage);
-  if (s->phase == PH_ENDED) {
-    ag__session_maybe_free(s);
-    return;
-  }
-  if (s->cancel) {
-    ag__session_finish(s, AG_SESSION_CANCELLED, AG_ECANCELED, "cancelled");
-    return;
-  }
+  if (ag__session_child_ended(s, end)) return;
   const ag_wf_node *n = cur(s);
   if (end->state == AG_SESSION_COMPLETED) {
     node_finished(s, end->text ? end->text : "");

@@ -36,24 +36,6 @@ static bool name_ok(const char *s, size_t max, bool dots) {
   return true;
 }
 
-/* Refuses keys of `obj` not in the NULL-terminated `keys`. */
-static int only_keys(const ag_json *obj, const char *where, const char *const *keys, ag_errbuf *e) {
-  for (void *it = ag_json_iter(obj); it; it = ag_json_iter_next(obj, it)) {
-    const char *k = ag_json_iter_key(it);
-    bool known = false;
-    for (size_t i = 0; keys[i] && !known; i++)
-      known = strcmp(k, keys[i]) == 0;
-    if (!known) {
-      char list[256] = "";
-      size_t off = 0;
-      for (size_t i = 0; keys[i] && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", keys[i]);
-      return ag_errbuf_set(e, "%s%s'%s' is not a field here (the fields are: %s)", where, *where ? ": " : "", k, list);
-    }
-  }
-  return 0;
-}
-
 /* A string member: absent is fine (*out stays NULL); otherwise a string of 1..max bytes (or 0
  * when empty_ok). */
 static int get_text(const ag_json *obj, const char *key, const char *path, size_t max, bool empty_ok, char **out,
@@ -145,7 +127,7 @@ static int expect_object(const ag_json *v, const char *path, ag_errbuf *e) {
 static int parse_prompts(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *p = ag_json_get(root, "prompts");
   int rc = expect_object(p, "prompts", e);
-  if (rc == 0) rc = only_keys(p, "prompts", prompt_keys, e);
+  if (rc == 0) rc = ag_json_only_keys(p, "prompts", prompt_keys, e);
   if (rc == 0) rc = get_text(p, "system", "prompts.system", PROMPT_MAX, true, &t->system_prompt, e);
   if (rc == 0 && ag_json_get(root, "system_prompt")) {
     if (t->system_prompt)
@@ -175,7 +157,7 @@ static int parse_prompts(const ag_json *root, ag_template *t, ag_errbuf *e) {
 static int parse_llm(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *l = ag_json_get(root, "llm");
   int rc = expect_object(l, "llm", e);
-  if (rc == 0) rc = only_keys(l, "llm", llm_keys, e);
+  if (rc == 0) rc = ag_json_only_keys(l, "llm", llm_keys, e);
   if (rc == 0) rc = get_text(l, "model", "llm.model", 256, false, &t->model, e);
   if (rc < 0) return rc;
   ag_json *temp = ag_json_get(l, "temperature");
@@ -206,7 +188,7 @@ static int parse_llm(const ag_json *root, ag_template *t, ag_errbuf *e) {
 static int parse_limits(const ag_json *root, ag_template *t, ag_errbuf *e) {
   ag_json *l = ag_json_get(root, "limits");
   int rc = expect_object(l, "limits", e);
-  if (rc == 0) rc = only_keys(l, "limits", limit_keys, e);
+  if (rc == 0) rc = ag_json_only_keys(l, "limits", limit_keys, e);
   t->max_iterations = 10;
   t->max_clarifications = 3;
   t->max_searches = 4;
@@ -236,7 +218,7 @@ static int parse_tools(const ag_json *root, ag_template *t, ag_errbuf *e) {
   if (!(t->tool_required = calloc(t->n_tools ? t->n_tools : 1, sizeof *t->tool_required))) return AG_ENOMEM;
 
   ag_json *p = ag_json_get(root, "tool_policy");
-  if ((rc = expect_object(p, "tool_policy", e)) < 0 || (rc = only_keys(p, "tool_policy", policy_keys, e)) < 0)
+  if ((rc = expect_object(p, "tool_policy", e)) < 0 || (rc = ag_json_only_keys(p, "tool_policy", policy_keys, e)) < 0)
     return rc;
   char **req = NULL;
   size_t n_req = 0;
@@ -300,7 +282,7 @@ static int parse_rules_meta(const ag_json *root, ag_template *t, ag_errbuf *e) {
   if (rc == 0 && router) {
     if (!ag_json_is(router, AG_JSON_OBJECT)) return ag_errbuf_set(e, "meta.router must be an object");
     static const char *const router_keys[] = {"default", "candidates", NULL};
-    if ((rc = only_keys(router, "meta.router", router_keys, e)) < 0) return rc;
+    if ((rc = ag_json_only_keys(router, "meta.router", router_keys, e)) < 0) return rc;
     rc = get_text(router, "default", "meta.router.default", AG_TEMPLATE_NAME_MAX, false, &t->route_default, e);
     if (rc == 0) rc = get_int(router, "candidates", "meta.router.candidates", 1, 20, &t->route_top_k, NULL, e);
     if (rc < 0) return rc;
@@ -347,7 +329,7 @@ int ag_template_doc_parse(const ag_json *doc, ag_template **out, char *err, size
   ag_errbuf e = {err, errlen};
   if (err && errlen) err[0] = '\0';
   if (!ag_json_is(doc, AG_JSON_OBJECT)) return ag_errbuf_set(&e, "a template must be a JSON object");
-  int rc = only_keys(doc, "", root_keys, &e);
+  int rc = ag_json_only_keys(doc, "", root_keys, &e);
   if (rc < 0) return rc;
   ag_template *t = ag_template_new();
   if (!t) return AG_ENOMEM;
@@ -661,7 +643,7 @@ int ag_template_from_version_rec(const ag_template_rec *tr, const ag_template_ve
     rc = ag_json_push_take(tools, ag_json_string_new(n));
     if (rc == 0 && v->tools[i].required) rc = ag_json_push_take(req, ag_json_string_new(n));
   }
-  if (rc == 0) rc = only_keys(policy, "stored tool_policy", stored_policy_keys, &e);
+  if (rc == 0) rc = ag_json_only_keys(policy, "stored tool_policy", stored_policy_keys, &e);
   ag_json *unlinked = ag_json_get(policy, "unlinked");
   for (size_t i = 0; rc == 0 && i < ag_json_len(unlinked); i++) {
     ag_json *u = ag_json_at(unlinked, i);

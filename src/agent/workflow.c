@@ -338,24 +338,6 @@ static bool name_ok(const char *s, bool dots) {
   return true;
 }
 
-/* Refuses keys of `obj` not in the NULL-terminated `keys`. */
-static int only_keys(const ag_json *obj, const char *where, const char *const *keys, ag_errbuf *e) {
-  for (void *it = ag_json_iter(obj); it; it = ag_json_iter_next(obj, it)) {
-    const char *k = ag_json_iter_key(it);
-    bool known = false;
-    for (size_t i = 0; keys[i] && !known; i++)
-      known = strcmp(k, keys[i]) == 0;
-    if (!known) {
-      char list[256] = "";
-      size_t off = 0;
-      for (size_t i = 0; keys[i] && off < sizeof list; i++)
-        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", keys[i]);
-      return ag_errbuf_set(e, "%s: '%.64s' is not a field here (the fields are: %s)", where, k, list);
-    }
-  }
-  return 0;
-}
-
 static int get_int(const ag_json *obj, const char *key, const char *path, long long lo, long long hi, int *out,
                    ag_errbuf *e) {
   ag_json *v = ag_json_get(obj, key);
@@ -473,7 +455,7 @@ static int compile_state(ag_workflow *wf, const ag_json *st, ag_errbuf *e) {
     snprintf(tpath, sizeof tpath, "%s", path);
     if (ag_json_is(v, AG_JSON_OBJECT)) {
       static const char *const keys[] = {"type", "default", NULL};
-      int rc = only_keys(v, path, keys, e);
+      int rc = ag_json_only_keys(v, path, keys, e);
       if (rc < 0) return rc;
       tv = ag_json_get(v, "type");
       dv = ag_json_get(v, "default");
@@ -635,7 +617,7 @@ static int compile_node(ag_workflow *wf, ag_wf_node *n, const ag_json *v, ag_err
       if (strcmp(ks, kind_names[i]) == 0) n->kind = i;
     if (n->kind < 0) return ag_errbuf_set(e, "%s: condition, merge or set", sub);
   }
-  if ((rc = only_keys(v, path, keys_of_kind[n->kind], e)) < 0) return rc;
+  if ((rc = ag_json_only_keys(v, path, keys_of_kind[n->kind], e)) < 0) return rc;
   snprintf(sub, sizeof sub, "%s.input", path);
   if (n->kind <= AG_WF_SUBGRAPH && (rc = get_tpl(wf, ag_json_get(v, "input"), sub, &n->input, e)) < 0) return rc;
   snprintf(sub, sizeof sub, "%s.output", path);
@@ -784,7 +766,7 @@ static int compile_edges(ag_workflow *wf, const ag_json *edges, ag_errbuf *e) {
     snprintf(path, sizeof path, "workflow.edges[%zu]", i);
     if (!ag_json_is(v, AG_JSON_OBJECT))
       return ag_errbuf_set(e, "%s: an edge is an object {\"from\", \"to\", ...}", path);
-    int rc = only_keys(v, path, keys, e);
+    int rc = ag_json_only_keys(v, path, keys, e);
     if (rc < 0) return rc;
     const char *from = ag_json_get_str(v, "from"), *to = ag_json_get_str(v, "to");
     if (!from) return ag_errbuf_set(e, "%s.from: the name of the node the edge leaves", path);
@@ -848,7 +830,7 @@ int ag_workflow_compile(const ag_json *section, ag_workflow **out, char *err, si
   if (!ag_json_is(section, AG_JSON_OBJECT)) return ag_errbuf_set(&e, "workflow must be an object");
   ag_workflow *wf = calloc(1, sizeof *wf);
   int rc = wf ? 0 : AG_ENOMEM;
-  if (rc == 0) rc = only_keys(section, "workflow", section_keys, &e);
+  if (rc == 0) rc = ag_json_only_keys(section, "workflow", section_keys, &e);
   if (rc == 0 && !(wf->text = ag_json_dumps(section))) rc = AG_ENOMEM;
   if (rc == 0 && strlen(wf->text) > AG_WF_DOC_MAX)
     rc = ag_errbuf_set(&e, "workflow: the section is larger than %u KiB", AG_WF_DOC_MAX >> 10);
@@ -1060,7 +1042,7 @@ static const char *const checkpoint_keys[] = {"node",    "state",    "visits",  
 
 /* The checkpoint's members into t (a fresh run). */
 static int load_into(const ag_workflow *wf, const ag_json *j, ag_wf_run *t, ag_errbuf *e) {
-  int rc = only_keys(j, "checkpoint", checkpoint_keys, e);
+  int rc = ag_json_only_keys(j, "checkpoint", checkpoint_keys, e);
   if (rc < 0) return rc;
   const char *node = ag_json_get_str(j, "node");
   if (!node) return ag_errbuf_set(e, "checkpoint.node: the name of a node, or \"end\"");

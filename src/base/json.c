@@ -3,6 +3,7 @@
 
 #include <jansson.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 ag_json *ag_json_parse(const char *s, size_t len, char *err, size_t errlen) {
@@ -108,4 +109,20 @@ char *ag_json_dumps(const ag_json *j) { return json_dumps(j, JSON_COMPACT | JSON
 bool ag_json_equal(const ag_json *a, const ag_json *b) {
   if (!a || !b) return a == b;
   return json_equal((json_t *)a, (json_t *)b) != 0;
+}
+
+int ag_json_only_keys(const ag_json *obj, const char *where, const char *const *keys, ag_errbuf *e) {
+  for (void *it = ag_json_iter(obj); it; it = ag_json_iter_next(obj, it)) {
+    const char *k = ag_json_iter_key(it);
+    bool known = false;
+    for (size_t i = 0; keys[i] && !known; i++)
+      known = strcmp(k, keys[i]) == 0;
+    if (known) continue;
+    char list[256] = "";
+    size_t off = 0;
+    for (size_t i = 0; keys[i] && off < sizeof list; i++)
+      off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", i ? ", " : "", keys[i]);
+    return ag_errbuf_set(e, "%s%s'%.64s' is not a field here (the fields are: %s)", where, *where ? ": " : "", k, list);
+  }
+  return 0;
 }

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "base/buf.h"
+#include "base/err.h"
 
 typedef struct json_t ag_json;
 
@@ -71,5 +72,10 @@ AG_MUST_CHECK int ag_json_dump(const ag_json *j, ag_buf *out);
 char *ag_json_dumps(const ag_json *j);
 /* Deep equality (object member order does not matter). NULL equals only NULL. */
 bool ag_json_equal(const ag_json *a, const ag_json *b);
+
+/* For validators of documents: 0 when every key of `obj` is in the NULL-terminated `keys`, else
+ * AG_EINVAL with the sentence "<where>: 'k' is not a field here (the fields are: ...)" in e (no
+ * "<where>: " when where is empty). A typo in a document must not pass silently. */
+AG_MUST_CHECK int ag_json_only_keys(const ag_json *obj, const char *where, const char *const *keys, ag_errbuf *e);
 
 #endif

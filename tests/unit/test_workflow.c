@@ -620,12 +620,14 @@ static void test_field_outputs(void **state) {
   done_fails(wf, &r, "nn", longtext, want);
   free(longtext);
   char utf[200] = "a";
+  size_t ul = 1;
   for (int i = 0; i < 60; i++)
-    strcat(utf, "\xc3\xa9"); /* "a" and 60 é: 121 bytes; byte 80 is inside an é */
+    ul += (size_t)snprintf(utf + ul, sizeof utf - ul, "\xc3\xa9"); /* "a" and 60 é: 121 bytes; byte 80 is inside an é */
   char want_utf[128] = "got \"a";
+  size_t wl = strlen(want_utf);
   for (int i = 0; i < 39; i++)
-    strcat(want_utf, "\xc3\xa9");
-  strcat(want_utf, "...\"");
+    wl += (size_t)snprintf(want_utf + wl, sizeof want_utf - wl, "\xc3\xa9");
+  snprintf(want_utf + wl, sizeof want_utf - wl, "...\"");
   done_fails(wf, &r, "nb", utf, want_utf);
   utf[80] = '\0'; /* "a", 39 é and a lone lead byte: not UTF-8 */
   done_fails(wf, &r, "ns", utf, "node ns: its text is not valid UTF-8");
